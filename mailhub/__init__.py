@@ -1,0 +1,1 @@
+"""mailhub: a complete mail system inside a Django site."""

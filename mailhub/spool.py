@@ -1,0 +1,153 @@
+"""The one way into the spool, used by the backend, the listeners and the bounce writer.
+
+A message exists once this module's transaction commits. Delivery is only queued after
+the commit, so a rolled back transaction sends nothing, and a lost broker message is
+recovered by the periodic sweep.
+"""
+import logging
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import headers
+from .addresses import domain_of, needs_smtputf8, validate_address
+from .exceptions import InvalidAddress, InvalidMessage
+from .models import Message, Recipient
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnvelopeRecipient:
+    """An envelope recipient with its DSN parameters from RCPT TO (RFC 3461)."""
+
+    address: str
+    notify: str = ""
+    original_recipient: str = ""
+
+
+def enqueue(
+    raw,
+    envelope_sender,
+    recipients,
+    *,
+    source,
+    client_address=None,
+    helo_name="",
+    authenticated_user="",
+    dsn_ret="",
+    dsn_envid="",
+    smtputf8=False,
+):
+    """Store a message and its recipients and queue delivery once the transaction commits.
+
+    ``recipients`` holds addresses or EnvelopeRecipient objects. Inside a caller's
+    ``atomic()`` block the message joins that transaction. Returns the saved Message.
+    Raises InvalidMessage or InvalidAddress before anything is written.
+    """
+    envelope_recipients = [as_envelope_recipient(item) for item in recipients]
+    validate_envelope(raw, envelope_sender, envelope_recipients)
+    message = build_message(
+        raw,
+        envelope_sender,
+        envelope_recipients,
+        source=source,
+        client_address=client_address,
+        helo_name=helo_name,
+        authenticated_user=authenticated_user,
+        dsn_ret=dsn_ret,
+        dsn_envid=dsn_envid,
+        smtputf8=smtputf8,
+    )
+
+    with transaction.atomic():
+        message.save()
+        Recipient.objects.bulk_create(build_recipients(message, envelope_recipients))
+        transaction.on_commit(lambda: schedule_delivery(message))
+
+    logger.info(
+        "queue_id=%s accepted from=<%s> recipients=%d size=%d source=%s",
+        message.queue_id,
+        envelope_sender,
+        len(envelope_recipients),
+        message.size,
+        source,
+        extra={"queue_id": message.queue_id, "recipient_count": len(envelope_recipients)},
+    )
+    return message
+
+
+def as_envelope_recipient(item):
+    if isinstance(item, EnvelopeRecipient):
+        return item
+    return EnvelopeRecipient(address=item)
+
+
+def validate_envelope(raw, envelope_sender, recipients):
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise InvalidMessage("the raw message must be bytes")
+    if not raw:
+        raise InvalidMessage("the message is empty")
+    if not recipients:
+        raise InvalidMessage("the message has no recipients")
+    if envelope_sender:
+        validate_address(envelope_sender)
+    for recipient in recipients:
+        validate_address(recipient.address)
+    if any(char in envelope_sender for char in "\r\n\x00"):
+        raise InvalidAddress(f"envelope sender {envelope_sender!r} contains CR, LF or NUL")
+
+
+def build_message(raw, envelope_sender, recipients, **fields):
+    raw = bytes(raw)
+    summary = headers.summarize(raw)
+    smtputf8 = fields.pop("smtputf8") or envelope_needs_smtputf8(envelope_sender, recipients)
+    return Message(
+        raw=raw,
+        envelope_sender=envelope_sender,
+        size=len(raw),
+        message_id=summary["message_id"],
+        subject=summary["subject"],
+        body_8bitmime=not raw.isascii(),
+        smtputf8=smtputf8,
+        **fields,
+    )
+
+
+def envelope_needs_smtputf8(envelope_sender, recipients):
+    addresses = [envelope_sender] + [recipient.address for recipient in recipients]
+    return any(needs_smtputf8(address) for address in addresses if address)
+
+
+def build_recipients(message, recipients):
+    now = timezone.now()
+    return [
+        Recipient(
+            message=message,
+            address=recipient.address,
+            domain=domain_of(recipient.address),
+            notify=recipient.notify,
+            original_recipient=recipient.original_recipient,
+            next_attempt_at=now,
+        )
+        for recipient in recipients
+    ]
+
+
+def schedule_delivery(message):
+    """Send the broker a hint to deliver the message now.
+
+    A broker failure is logged and not raised, because the message is already committed:
+    the periodic sweep finds it due and queues it again.
+    """
+    from .tasks import deliver_message
+
+    try:
+        deliver_message.delay(message.pk)
+    except Exception as error:  # noqa: BLE001 - any broker error must leave the spool as it is
+        logger.warning(
+            "queue_id=%s delivery hint not sent, the sweep will pick it up: %s",
+            message.queue_id,
+            error,
+        )
