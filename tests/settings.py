@@ -19,3 +19,18 @@ else:
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MAILHUB_HOSTNAME = "mailhub.test"
 MAILHUB_ALLOW_PRIVATE_MX = True
+
+# Each run gets its own broker folder and queue name, so a worker that one run starts
+# never takes another run's tasks (the filesystem transport shares a folder, Redis a key).
+CELERY_TASK_DEFAULT_QUEUE = f"mailhub-test-{RUN_ID}"
+if CELERY_BROKER_URL.startswith("filesystem://"):  # noqa: F405
+    TEST_BROKER_FOLDER = VAR_DIR / f"test-broker-{RUN_ID}"
+    for _folder in ("queue", "control", "processed"):
+        (TEST_BROKER_FOLDER / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(TEST_BROKER_FOLDER / "queue"),
+        "data_folder_out": str(TEST_BROKER_FOLDER / "queue"),
+        "control_folder": str(TEST_BROKER_FOLDER / "control"),
+        "processed_folder": str(TEST_BROKER_FOLDER / "processed"),
+        "store_processed": False,
+    }
