@@ -1,0 +1,60 @@
+# Shell functions shared by scripts/run, scripts/test and .ci/run.
+
+# Debian packages the tests use as real peers and clients.
+SYSTEM_PACKAGES=(swaks postfix msmtp openssl chromium chromium-driver)
+
+find_python() {
+    # Print a python executable of the given minor version, from PATH or pyenv.
+    local version="$1" candidate
+    for candidate in "python$version" "$HOME/.pyenv/versions/$version"*/bin/python; do
+        if command -v "$candidate" >/dev/null 2>&1; then
+            command -v "$candidate"
+            return
+        fi
+    done
+    echo "Python $version was not found on PATH or under ~/.pyenv/versions; install it first." >&2
+    exit 1
+}
+
+ensure_venv() {
+    # Create the virtual environment and install mailhub with its test extras and the Django series.
+    local venv="$1" python="$2" django="$3"
+    if [[ ! -x "$venv/bin/python" ]]; then
+        "$python" -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet -e ".[test]" "$django"
+}
+
+ensure_system_packages() {
+    # Install missing Debian packages when running as root; otherwise tests that need them skip.
+    local missing=() package
+    for package in "${SYSTEM_PACKAGES[@]}"; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        return
+    fi
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "Missing Debian packages (tests that need them will skip): ${missing[*]}" >&2
+        return
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+ensure_services() {
+    # Start PostgreSQL and Redis on 127.0.0.1 when they are installed but not answering.
+    if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+        if command -v pg_ctlcluster >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+            pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+        fi
+    fi
+    if command -v redis-cli >/dev/null 2>&1 && ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+        if command -v redis-server >/dev/null 2>&1; then
+            mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+            redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+                --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+        fi
+    fi
+}
