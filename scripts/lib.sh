@@ -6,8 +6,9 @@ SYSTEM_PACKAGES=(swaks postfix msmtp openssl chromium chromium-driver)
 find_python() {
     # Print a python executable of the given minor version, from PATH or pyenv.
     local version="$1" candidate
-    for candidate in "python$version" "$HOME/.pyenv/versions/$version"*/bin/python; do
-        if command -v "$candidate" >/dev/null 2>&1; then
+    # A pyenv shim on PATH exists even where it cannot run, so each candidate is run once.
+    for candidate in "$HOME/.pyenv/versions/$version"*/bin/python "python$version"; do
+        if "$candidate" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$version'.split('.')))" >/dev/null 2>&1; then
             command -v "$candidate"
             return
         fi
@@ -22,8 +23,14 @@ ensure_venv() {
     if [[ ! -x "$venv/bin/python" ]]; then
         "$python" -m venv "$venv"
     fi
-    "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -e ".[test]" "$django"
+    local log="$venv/pip-install.log"
+    # pip's output goes to a log that is printed only when the install fails.
+    if ! { "$venv/bin/python" -m pip install --upgrade pip &&
+        "$venv/bin/python" -m pip install -e ".[test]" "$django"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "Installing mailhub into $venv failed; the pip output is above." >&2
+        exit 1
+    fi
 }
 
 ensure_system_packages() {
