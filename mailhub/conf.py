@@ -23,6 +23,11 @@ DEFAULTS = {
     # TLS policy for a relay host and for MX delivery: none, may, encrypt or verify.
     "RELAY_TLS_POLICY": "verify",
     "MX_TLS_POLICY": "may",
+    # TLS policy for a ROUTES entry (a transport-map next hop, not the relay host).
+    "ROUTE_TLS_POLICY": "may",
+    # TLS policy per recipient domain or next-hop host name, which wins over the three
+    # above: a dict or "bank.test=verify,old.test=none".
+    "TLS_POLICIES": {},
     "TLS_CA_FILE": "",
     # DNS: name servers as IP addresses (empty uses the system resolver) and their port.
     "DNS_NAMESERVERS": [],
@@ -45,6 +50,9 @@ DEFAULTS = {
     "LEASE_SECONDS": 600,
     "CLAIM_BATCH": 100,
     "DESTINATION_CONCURRENCY": 20,
+    # Seconds a worker waits for a free session slot of a destination before it puts the
+    # recipients back, due again after the same wait.
+    "DESTINATION_SLOT_WAIT": 5,
     "RECIPIENTS_PER_TRANSACTION": 100,
     "MAX_RECEIVED_HEADERS": 50,
     # SMTP client timeouts in seconds, from RFC 5321 section 4.5.3.2.
@@ -59,9 +67,30 @@ DEFAULTS = {
     "MAX_CONNECTIONS_PER_CLIENT": 50,
     "MAX_ERRORS_PER_SESSION": 10,
     "SERVER_COMMAND_TIMEOUT": 300,
+    # Seconds without any received bytes before DATA times out (RFC 5321 4.5.3.2: per block).
     "SERVER_DATA_TIMEOUT": 180,
+    # Bytes per second a DATA phase must average, so a client trickling bytes is still cut
+    # off after SERVER_DATA_TIMEOUT plus size / rate seconds (Postfix's smtpd_min_data_rate).
+    "SERVER_MIN_DATA_RATE": 500,
+    # Longest DATA line in octets without CRLF. RFC 5321 says 998, but real mail exceeds it
+    # (DKIM header lists, generated HTML) and Postfix stores such lines, so longer lines are
+    # accepted up to this bound and a line past it rejects the message with 554 5.6.0.
+    "MAX_LINE_LENGTH": 64 * 1024,
+    # Threads that run the listeners' database calls, so the event loop never waits on the DB.
+    "SERVER_DB_THREADS": 8,
+    # Failed AUTH: after MAX_FAILURES within WINDOW seconds for one client address or one
+    # user name the session gets 421 4.7.0; each failure first waits DELAY seconds, doubled
+    # per recent failure up to MAX_DELAY.
+    "AUTH_MAX_FAILURES": 5,
+    "AUTH_FAILURE_WINDOW": 900,
+    "AUTH_FAILURE_DELAY": 1.0,
+    "AUTH_FAILURE_MAX_DELAY": 16.0,
+    # "reject" answers 550 5.5.2 to a message with a bare CR or LF (Postfix's
+    # smtpd_forbid_bare_newline = reject); "normalize" stores such line ends as CRLF.
     "BARE_NEWLINE_POLICY": "reject",
+    # Networks (CIDR) whose clients may relay without AUTH; loopback is not trusted by default.
     "TRUSTED_NETWORKS": [],
+    # Expect a PROXY protocol v1 or v2 header before the greeting (behind a load balancer).
     "PROXY_PROTOCOL": False,
     "TLS_CERTFILE": "",
     "TLS_KEYFILE": "",
@@ -73,6 +102,11 @@ DEFAULTS = {
     # Purge: days that delivered and bounced messages stay in the spool.
     "PURGE_AFTER_DAYS": 7,
     "SWEEP_INTERVAL": 30,
+    # The Celery app module that `runmailserver --worker` starts; empty derives it from
+    # DJANGO_SETTINGS_MODULE ("project.settings" gives "project").
+    "CELERY_APP": "",
+    # Seconds the admin queue summary waits for Celery workers to reply; 0 skips the check.
+    "ADMIN_WORKER_PING_TIMEOUT": 1.0,
 }
 
 

@@ -1,5 +1,6 @@
 """Errors that mailhub raises, each also a subclass of the matching Python or Django error."""
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+from django.core.mail.message import BadHeaderError as DjangoBadHeaderError
 
 
 class MailhubError(Exception):
@@ -12,6 +13,14 @@ class InvalidAddress(MailhubError, ValueError):
 
 class InvalidMessage(MailhubError, ValueError):
     """A message cannot be spooled as given (empty, no recipients, forbidden bytes)."""
+
+
+class BadHeaderError(InvalidMessage, DjangoBadHeaderError):
+    """A header or address of an outgoing message contains CR, LF or NUL.
+
+    It subclasses Django's BadHeaderError (an alias of ValueError in Django 6.1), so callers
+    that catch Django's error also catch this one.
+    """
 
 
 class SuspiciousMessage(MailhubError, SuspiciousOperation):

@@ -52,6 +52,7 @@ class Message(models.Model):
             ("retry_message", "Can retry queued mail now"),
             ("hold_message", "Can hold and release queued mail"),
             ("bounce_message", "Can bounce queued mail"),
+            ("send_as_any", "Can submit mail with any sender address"),
         ]
 
     def __str__(self):

@@ -1,0 +1,120 @@
+"""Claiming due recipients with a lease, so two workers never deliver one recipient at once.
+
+A claim is one atomic step. On PostgreSQL and MySQL the due rows are locked with
+``SELECT ... FOR UPDATE SKIP LOCKED`` and stamped in the same short transaction. SQLite
+has no row locks but runs one writer at a time, so there a single conditional
+``UPDATE ... WHERE id IN (SELECT ... LIMIT n)`` does the same. The claimed rows are then
+read back by their lease token. No transaction stays open after the claim, so none is
+open during an SMTP conversation.
+"""
+import logging
+import secrets
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .. import conf
+from ..models import Recipient
+
+logger = logging.getLogger(__name__)
+
+
+def new_lease_token():
+    return secrets.token_hex(16)
+
+
+def lease_free(now):
+    """Match recipients that no worker holds: no lease, or one that has expired."""
+    return Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
+
+
+def due(now):
+    """Match recipients that are due for an attempt and not held by a live lease."""
+    return Q(status__in=Recipient.PENDING_STATUSES, next_attempt_at__lte=now) & lease_free(now)
+
+
+def claim(condition=None, limit=None):
+    """Claim up to ``limit`` due recipients that also match ``condition``.
+
+    Returns ``(lease_token, recipients)``, the recipients with their messages loaded and
+    ordered by message, or ``(token, [])`` when nothing was due.
+    """
+    now = timezone.now()
+    token = new_lease_token()
+    limit = limit or conf.get("CLAIM_BATCH")
+    selection = due(now) if condition is None else due(now) & condition
+    lease = {"lease_token": token, "lease_expires_at": now + timedelta(seconds=conf.get("LEASE_SECONDS"))}
+
+    if connection.features.has_select_for_update_skip_locked:
+        claim_with_row_locks(selection, limit, lease)
+    else:
+        claim_with_conditional_update(selection, limit, lease)
+
+    return token, claimed(token)
+
+
+def claim_with_row_locks(selection, limit, lease):
+    with transaction.atomic():
+        ids = list(
+            Recipient.objects.select_for_update(skip_locked=True)
+            .filter(selection)
+            .order_by("next_attempt_at", "id")
+            .values_list("id", flat=True)[:limit]
+        )
+        if ids:
+            Recipient.objects.filter(id__in=ids).update(**lease)
+
+
+def claim_with_conditional_update(selection, limit, lease):
+    # The outer filter repeats the condition, so a row that another writer claimed
+    # between the subquery and the update is left alone.
+    candidates = Recipient.objects.filter(selection).order_by("next_attempt_at", "id").values("id")[:limit]
+    Recipient.objects.filter(selection, id__in=candidates).update(**lease)
+
+
+def claimed(token):
+    """Return the recipients that hold the lease ``token``, with their messages."""
+    if not token:
+        return []
+    return list(
+        Recipient.objects.filter(lease_token=token).select_related("message").order_by("message_id", "id")
+    )
+
+
+def claim_message(message_id):
+    """Claim the due recipients of one message."""
+    return claim(Q(message_id=message_id), limit=conf.get("CLAIM_BATCH"))
+
+
+def claim_for_domains(domains, limit):
+    """Claim due recipients of the given domains, to send over an open session."""
+    return claim(Q(domain__in=list(domains)), limit=limit)
+
+
+def release(token, recipient_ids=None):
+    """Drop the lease ``token`` from the recipients that still have it, and return their count."""
+    queryset = Recipient.objects.filter(lease_token=token)
+    if recipient_ids is not None:
+        queryset = queryset.filter(id__in=list(recipient_ids))
+    return queryset.update(lease_token="", lease_expires_at=None)
+
+
+def renew(token):
+    """Push the expiry of the lease ``token`` a full LEASE_SECONDS forward.
+
+    NOTE: the lease is renewed before each SMTP transaction, not during one. A single
+    transaction that outlasts LEASE_SECONDS (the client timeouts allow it) can lose its
+    lease to the sweep, and then the recipient may be sent twice.
+    """
+    expires_at = timezone.now() + timedelta(seconds=conf.get("LEASE_SECONDS"))
+    return Recipient.objects.filter(lease_token=token).update(lease_expires_at=expires_at)
+
+
+def postpone(token, recipients, seconds):
+    """Give claimed recipients back, due again in ``seconds``, without counting an attempt."""
+    later = timezone.now() + timedelta(seconds=seconds)
+    return Recipient.objects.filter(lease_token=token, id__in=[r.id for r in recipients]).update(
+        lease_token="", lease_expires_at=None, next_attempt_at=later
+    )

@@ -1,0 +1,1 @@
+"""Inbound SMTP: the MX and submission listeners on aiosmtpd."""

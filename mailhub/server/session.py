@@ -1,0 +1,391 @@
+"""The SMTP protocol of mailhub's listeners: aiosmtpd's SMTP class with its command loop,
+MAIL, RCPT, DATA, AUTH, STARTTLS and EHLO replaced.
+
+aiosmtpd 1.4.6 is kept for the transport, STARTTLS plumbing and PROXY parsing. Its own
+command handlers are replaced for five reasons. They send replies without enhanced status
+codes and reject the DSN parameters. They run AUTH callbacks on the event loop and offer
+AUTH only after STARTTLS, not with implicit TLS. They arm one timer for the whole DATA phase.
+"""
+import asyncio
+import ipaddress
+import logging
+
+from aiosmtpd.smtp import SMTP
+
+from .. import conf
+from . import replies
+from .authentication import AUTH_MECHANISMS, AuthCommands
+from .proxy import read_proxy_header
+from .state import ClientState, SessionClosed
+from .transaction import TransactionCommands
+
+logger = logging.getLogger(__name__)
+
+# RFC 5321 section 4.5.3.1.4: 512 octets per command line, CRLF included. Extensions add
+# room: SIZE, BODY, SMTPUTF8 and DSN's RET and ENVID on MAIL (RFC 1870, 6152, 6531, 3461),
+# NOTIFY and ORCPT on RCPT (RFC 3461), and an initial AUTH response (RFC 4954 allows 12288).
+COMMAND_LINE_LIMIT = 512
+COMMAND_LINE_LIMITS = {"MAIL": 512 + 26 + 20 + 10 + 110, "RCPT": 512 + 500, "AUTH": 12288}
+# A command line longer than this is not drained further: the session is closed.
+MAX_DRAINED_COMMAND = 64 * 1024
+# Web and proxy requests sent to an SMTP port end the session at once, as Postfix's
+# smtpd_forbidden_commands does, so a browser or a cross-protocol attack gets no dialogue.
+FORBIDDEN_COMMANDS = frozenset({"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS"})
+HTTP_REQUEST = replies.Reply(221, "2.7.0", "Error: this is an SMTP server; goodbye")
+
+
+class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
+    """One SMTP session of an MX or submission listener."""
+
+    def __init__(self, listener):
+        self.listener = listener
+        self.policy = listener.policy
+        self.client = ClientState()
+        self.error_count = 0
+        self.counted_connection = False
+        self.in_data = False
+        self.data_started_at = 0.0
+        self.data_bytes = 0
+        self.last_block_at = 0.0
+        store = listener.certificate_store
+        # aiosmtpd sizes its StreamReader buffer with this, and a DATA line up to
+        # MAX_LINE_LENGTH must fit in it for readuntil() to return it whole.
+        self.line_length_limit = max(conf.get("MAX_LINE_LENGTH") + 2, COMMAND_LINE_LIMITS["AUTH"])
+        super().__init__(
+            handler=None,
+            data_size_limit=conf.get("MAX_MESSAGE_SIZE"),
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=conf.get("HOSTNAME"),
+            ident="ESMTP mailhub",
+            tls_context=store.context if store is not None else None,
+            timeout=conf.get("SERVER_COMMAND_TIMEOUT"),
+            auth_required=False,
+            auth_require_tls=False,
+            loop=listener.loop,
+        )
+
+    # Connection state ---------------------------------------------------------------
+
+    @property
+    def encrypted(self):
+        return self._tls_protocol is not None
+
+    @property
+    def peer_address(self):
+        peer = self.session.peer if self.session else None
+        return peer[0] if isinstance(peer, tuple) else str(peer or "")
+
+    def data_received(self, data):
+        if self.in_data:
+            self.data_bytes += len(data)
+            self.last_block_at = self.loop.time()
+        super().data_received(data)
+
+    def _timeout_cb(self):
+        """Close an idle session; in DATA only once no block arrived for SERVER_DATA_TIMEOUT
+        seconds or the average rate fell below SERVER_MIN_DATA_RATE."""
+        if self.in_data:
+            deadline = self.data_deadline()
+            remaining = deadline - self.loop.time()
+            if remaining > 0:
+                self._timeout_handle = self.loop.call_later(remaining, self._timeout_cb)
+                return
+        logger.info("client=%s session timed out%s", self.client.address, " in DATA" if self.in_data else "")
+        if self.transport is not None:
+            self.transport.write(f"{replies.COMMAND_TIMEOUT}\r\n".encode())
+            self.transport.close()
+
+    def data_deadline(self):
+        data_timeout = conf.get("SERVER_DATA_TIMEOUT")
+        block_deadline = self.last_block_at + data_timeout
+        min_rate = conf.get("SERVER_MIN_DATA_RATE")
+        if not min_rate:
+            return block_deadline
+        rate_deadline = self.data_started_at + data_timeout + self.data_bytes / min_rate
+        return min(block_deadline, rate_deadline)
+
+    async def push(self, status):
+        text = str(status)
+        if text[:1] in ("4", "5"):
+            self.error_count += 1
+        await super().push(text)
+
+    async def reply(self, reply, log_context=None):
+        if log_context is not None and reply.is_error:
+            logger.info(
+                "client=%s rejected %s from=<%s> to=<%s> reply=%s",
+                self.client.address,
+                log_context[0],
+                (self.envelope.mail_from or "") if self.envelope else "",
+                log_context[1],
+                reply,
+            )
+        await self.push(str(reply))
+
+    async def close_with(self, reply):
+        await self.push(str(reply))
+        self.transport.close()
+        raise SessionClosed(str(reply))
+
+    # The command loop ---------------------------------------------------------------
+
+    async def _handle_client(self):
+        try:
+            await self.run_session()
+        except (SessionClosed, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            self._writer.close()
+            raise
+        finally:
+            self.in_data = False
+            if self.counted_connection:
+                self.listener.connection_limiter.release(self.client.address)
+                self.counted_connection = False
+
+    async def run_session(self):
+        self.client.address = self.peer_address
+        if conf.get("PROXY_PROTOCOL"):
+            await self.read_proxy_header()
+
+        if not self.listener.connection_limiter.acquire(self.client.address):
+            logger.warning("client=%s rejected: too many connections", self.client.address)
+            await self.close_with(replies.TOO_MANY_CONNECTIONS)
+        self.counted_connection = True
+
+        if self.listener.implicit_tls:
+            await self.start_tls()
+        await self.push(f"220 {self.hostname} {self.__ident__}")
+
+        while self.transport is not None:
+            line = await self.read_command_line()
+            if line is None:
+                continue
+            self._reset_timeout()
+            await self.dispatch_safely(line)
+            if self.error_count > conf.get("MAX_ERRORS_PER_SESSION"):
+                logger.warning("client=%s disconnected after %d errors", self.client.address, self.error_count)
+                await self.close_with(replies.TOO_MANY_ERRORS)
+
+    async def read_proxy_header(self):
+        self._reset_timeout(conf.get("SERVER_COMMAND_TIMEOUT"))
+        address = await read_proxy_header(self._reader, self.client.address)
+        if address is None:
+            self.transport.close()
+            raise SessionClosed("invalid PROXY header")
+        self.client.address = address
+
+    async def read_command_line(self):
+        """Return one command line without its line end, or None after replying to a bad one."""
+        try:
+            line = await self._reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as error:
+            await self.drain_long_line(error.consumed)
+            await self.push(str(replies.LINE_TOO_LONG))
+            return None
+        except asyncio.IncompleteReadError:
+            self.transport.close()
+            raise SessionClosed("connection closed by client")
+
+        if not line.endswith(b"\r\n"):
+            if conf.get("BARE_NEWLINE_POLICY") == "reject":
+                await self.push(str(replies.BARE_NEWLINE_IN_COMMAND))
+                return None
+            line = line[:-1] + b"\r\n"
+        line = line[:-2]
+
+        if b"\r" in line or b"\x00" in line:
+            await self.push(str(replies.FORBIDDEN_CHARACTER))
+            return None
+        return line
+
+    async def drain_long_line(self, consumed):
+        """Discard an overlong command line up to its LF, closing the session past a bound."""
+        drained = 0
+        while True:
+            chunk = await self._reader.read(consumed)
+            drained += len(chunk)
+            if not chunk or drained > MAX_DRAINED_COMMAND:
+                await self.close_with(replies.LINE_TOO_LONG)
+            try:
+                await self._reader.readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as error:
+                consumed = error.consumed
+
+    async def dispatch_safely(self, line):
+        """Run a command; an unexpected error gets a 451 reply and a logged traceback, never
+        a traceback to the client."""
+        try:
+            await self.dispatch(line)
+        except (SessionClosed, ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:  # noqa: BLE001 - the session goes on after a local error
+            logger.exception("client=%s error while handling a command", self.client.address)
+            self._set_rset_state()
+            await self.push(str(replies.LOCAL_ERROR))
+
+    async def dispatch(self, line):
+        command_bytes, _, argument_bytes = line.partition(b" ")
+        try:
+            command = command_bytes.decode("ascii").upper()
+        except UnicodeDecodeError:
+            await self.push(str(replies.BAD_SYNTAX))
+            return
+        if not command:
+            await self.push(str(replies.BAD_SYNTAX))
+            return
+
+        limit = COMMAND_LINE_LIMITS.get(command, COMMAND_LINE_LIMIT)
+        if len(line) + 2 > limit:
+            await self.push(str(replies.LINE_TOO_LONG))
+            return
+        if command in FORBIDDEN_COMMANDS:
+            logger.warning("client=%s sent %s, an HTTP or proxy request; disconnecting", self.client.address, command)
+            await self.close_with(HTTP_REQUEST)
+
+        method = self._smtp_methods.get(command)
+        if method is None:
+            await self.push(str(replies.COMMAND_UNRECOGNIZED))
+            return
+
+        try:
+            argument = argument_bytes.strip(b" ").decode("utf-8") or None
+        except UnicodeDecodeError:
+            await self.push(str(replies.BAD_SYNTAX))
+            return
+        await method(argument)
+
+    # Greeting and extensions --------------------------------------------------------
+
+    def may_offer_auth(self):
+        if not self.policy.offers_auth:
+            return False
+        if self.encrypted:
+            return True
+        return conf.get("ALLOW_PLAIN_AUTH_FROM_LOOPBACK") and is_loopback(self.client.address)
+
+    def extensions(self):
+        lines = [
+            f"SIZE {conf.get('MAX_MESSAGE_SIZE')}",
+            "8BITMIME",
+            "SMTPUTF8",
+            "PIPELINING",
+            "ENHANCEDSTATUSCODES",
+            "DSN",
+        ]
+        if self.tls_context is not None and not self.encrypted:
+            lines.append("STARTTLS")
+        if self.may_offer_auth():
+            lines.append("AUTH " + " ".join(AUTH_MECHANISMS))
+        return lines
+
+    async def smtp_EHLO(self, hostname):
+        if not hostname:
+            await self.push("501 5.5.4 Syntax: EHLO hostname")
+            return
+        self.start_new_session(hostname, extended=True)
+        lines = [self.hostname] + self.extensions()
+        for line in lines[:-1]:
+            await self.push(f"250-{line}")
+        await self.push(f"250 {lines[-1]}")
+
+    async def smtp_HELO(self, hostname):
+        if not hostname:
+            await self.push("501 5.5.4 Syntax: HELO hostname")
+            return
+        self.start_new_session(hostname, extended=False)
+        await self.push(f"250 {self.hostname}")
+
+    def start_new_session(self, hostname, extended):
+        self._set_rset_state()
+        self.session.extended_smtp = extended
+        self.session.host_name = hostname
+        self.client.helo_name = hostname
+
+    def _set_post_data_state(self):
+        super()._set_post_data_state()
+        if hasattr(self, "client"):
+            self.client.recipients = []
+            self.client.dsn_ret = ""
+            self.client.dsn_envid = ""
+            self.client.smtputf8 = False
+
+    async def smtp_NOOP(self, argument):
+        await self.push(str(replies.NOOP_OK))
+
+    async def smtp_RSET(self, argument):
+        if argument:
+            await self.push(str(replies.ARGUMENT_SYNTAX.format(syntax="RSET")))
+            return
+        self._set_rset_state()
+        await self.push(str(replies.RESET_OK))
+
+    async def smtp_QUIT(self, argument):
+        await self.push(str(replies.BYE))
+        self.transport.close()
+        raise SessionClosed("QUIT")
+
+    async def smtp_VRFY(self, argument):
+        await self.push(str(replies.CANNOT_VRFY))
+
+    async def smtp_EXPN(self, argument):
+        await self.push(str(replies.NOT_IMPLEMENTED))
+
+    async def smtp_HELP(self, argument):
+        await self.push("214 2.0.0 See RFC 5321: https://www.rfc-editor.org/rfc/rfc5321")
+
+    # TLS ----------------------------------------------------------------------------
+
+    async def smtp_STARTTLS(self, argument):
+        if argument:
+            await self.push(str(replies.ARGUMENT_SYNTAX.format(syntax="STARTTLS")))
+            return
+        if self.encrypted:
+            await self.push(str(replies.ALREADY_TLS))
+            return
+        if self.tls_context is None:
+            await self.push(str(replies.TLS_NOT_AVAILABLE))
+            return
+        await self.push(str(replies.READY_FOR_TLS))
+        await self.start_tls()
+
+    async def start_tls(self):
+        """Run the TLS handshake on this connection, with the current certificate.
+
+        aiosmtpd's connection_made() runs again once the handshake ends: it discards every
+        byte read before the handshake (STARTTLS injection, RFC 3207 section 4) and starts a
+        new aiosmtpd Session, so HELO and AUTH must be given again.
+        """
+        self.tls_context = self.listener.certificate_store.refresh()
+        waiter = self.loop.create_future()
+        self._tls_protocol = asyncio.sslproto.SSLProtocol(
+            self.loop,
+            self,
+            self.tls_context,
+            waiter,
+            server_side=True,
+            ssl_handshake_timeout=conf.get("SERVER_COMMAND_TIMEOUT"),
+        )
+        self._original_transport = self.transport
+        self._original_transport.set_protocol(self._tls_protocol)
+        self.transport = self._tls_protocol._app_transport
+        self._tls_protocol.connection_made(self._original_transport)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any handshake failure ends only this session
+            logger.info("client=%s TLS handshake failed: %s", self.client.address, error)
+            self.transport.close()
+            raise SessionClosed("TLS handshake failed") from error
+        self.client.authenticated_user = None
+        self.client.helo_name = ""
+
+
+def is_loopback(address):
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
