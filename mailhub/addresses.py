@@ -1,4 +1,6 @@
 """Envelope addresses: splitting, normalising and checking them (RFC 5321 section 4.1.2, RFC 6531)."""
+import idna
+
 from .exceptions import InvalidAddress
 
 # CR, LF and NUL end or corrupt an SMTP command line; no envelope address may carry them.
@@ -32,15 +34,19 @@ def split_address(address):
 def normalize_domain(domain):
     """Return the domain in lower case as an A-label, without a trailing dot.
 
-    Internationalised domains are compared and looked up in DNS as A-labels (RFC 5890),
-    so "bücher.test" and "xn--bcher-kva.test" name the same domain.
+    Internationalised domains are compared and looked up in DNS as A-labels (IDNA 2008,
+    RFC 5890, with the UTS 46 mapping), so "bücher.test" and "xn--bcher-kva.test" name the
+    same domain and "straße.test" stays distinct from "strasse.test". A domain that is not
+    valid IDNA is returned in lower case as given.
     """
     domain = domain.strip().rstrip(".").lower()
     if domain.startswith("[") and domain.endswith("]"):
         return domain
+    if domain.isascii():
+        return domain
     try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
         return domain
 
 

@@ -5,6 +5,7 @@ database or broker server: SQLite in WAL mode and kombu's filesystem transport.
 """
 from pathlib import Path
 
+import django
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -93,7 +94,11 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
-EMAIL_BACKEND = env("EMAIL_BACKEND", default="mailhub.backends.SpoolBackend")
+# Django 6.1 replaced EMAIL_BACKEND with MAILERS and raises if both are set.
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": env("EMAIL_BACKEND", default="mailhub.backends.SpoolBackend")}}
+else:
+    EMAIL_BACKEND = env("EMAIL_BACKEND", default="mailhub.backends.SpoolBackend")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
 SERVER_EMAIL = env("SERVER_EMAIL", default="root@localhost")
 ADMINS = [tuple(pair.split(":", 1)) for pair in env.list("ADMINS", default=[])]
@@ -122,34 +127,39 @@ CELERY_BEAT_SCHEDULE = {
         "task": "mailhub.tasks.sweep",
         "schedule": env.float("MAILHUB_SWEEP_INTERVAL", default=30.0),
     },
+    "mailhub-purge": {
+        "task": "mailhub.tasks.purge",
+        "schedule": 3600.0,
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
-# mailhub itself; mailhub/conf.py lists every setting with its default.
-MAILHUB_HOSTNAME = env("MAILHUB_HOSTNAME", default="localhost")
-MAILHUB_MX_LISTEN = env("MAILHUB_MX_LISTEN", default="0.0.0.0:25")
-MAILHUB_SUBMISSION_LISTEN = env("MAILHUB_SUBMISSION_LISTEN", default="0.0.0.0:587")
-MAILHUB_SUBMISSIONS_LISTEN = env("MAILHUB_SUBMISSIONS_LISTEN", default="")
-MAILHUB_ROUTES = env("MAILHUB_ROUTES", default="")
-MAILHUB_RELAY_HOST = env("MAILHUB_RELAY_HOST", default="")
-MAILHUB_RELAY_USERNAME = env("MAILHUB_RELAY_USERNAME", default="")
-MAILHUB_RELAY_PASSWORD = env("MAILHUB_RELAY_PASSWORD", default="")
-MAILHUB_DNS_NAMESERVERS = env.list("MAILHUB_DNS_NAMESERVERS", default=[])
-MAILHUB_DNS_PORT = env.int("MAILHUB_DNS_PORT", default=53)
-MAILHUB_MX_PORT = env.int("MAILHUB_MX_PORT", default=25)
-MAILHUB_ALLOW_PRIVATE_MX = env.bool("MAILHUB_ALLOW_PRIVATE_MX", default=False)
-MAILHUB_TLS_CERTFILE = env("MAILHUB_TLS_CERTFILE", default="")
-MAILHUB_TLS_KEYFILE = env("MAILHUB_TLS_KEYFILE", default="")
-MAILHUB_TLS_DIR = env("MAILHUB_TLS_DIR", default=str(VAR_DIR / "tls"))
-MAILHUB_ALLOW_PLAIN_AUTH_FROM_LOOPBACK = env.bool(
-    "MAILHUB_ALLOW_PLAIN_AUTH_FROM_LOOPBACK", default=DEBUG
-)
-MAILHUB_MAX_MESSAGE_SIZE = env.int("MAILHUB_MAX_MESSAGE_SIZE", default=25 * 1024 * 1024)
-MAILHUB_MAX_RECIPIENTS = env.int("MAILHUB_MAX_RECIPIENTS", default=100)
-MAILHUB_TRUSTED_NETWORKS = env.list("MAILHUB_TRUSTED_NETWORKS", default=[])
-MAILHUB_PROXY_PROTOCOL = env.bool("MAILHUB_PROXY_PROTOCOL", default=False)
-MAILHUB_BARE_NEWLINE_POLICY = env("MAILHUB_BARE_NEWLINE_POLICY", default="reject")
-MAILHUB_CELERY_APP = env("MAILHUB_CELERY_APP", default="")
+# mailhub itself. mailhub/conf.py lists every setting with its default; any of them can
+# be set here from an environment variable of the same name, such as MAILHUB_ROUTES.
+
+
+def mailhub_settings_from_environment():
+    """Return a MAILHUB_* setting for each such variable in the environment.
+
+    The value is parsed by the type of the setting's default in mailhub/conf.py, so the
+    defaults stay in that one module: "true"/"false" for flags, numbers for sizes and
+    times, comma-separated lists for lists. Routes and TLS policies stay strings, which
+    mailhub parses itself ("a.test=host:port,*=relay:587").
+    """
+    from mailhub.conf import DEFAULTS
+
+    parsers = {bool: env.bool, int: env.int, float: env.float, list: env.list}
+    values = {}
+    for name, default in DEFAULTS.items():
+        variable = f"MAILHUB_{name}"
+        if variable in env.ENVIRON:
+            values[variable] = parsers.get(type(default), env.str)(variable)
+    return values
+
+
+MAILHUB_TLS_DIR = str(VAR_DIR / "tls")
+MAILHUB_ALLOW_PLAIN_AUTH_FROM_LOOPBACK = DEBUG
+globals().update(mailhub_settings_from_environment())
 
 LOGGING = {
     "version": 1,
@@ -161,6 +171,12 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
     },
     "loggers": {
-        "mailhub": {"handlers": ["console"], "level": env("MAILHUB_LOG_LEVEL", default="INFO")},
+        # Celery's worker also logs through the root logger; without propagate=False
+        # every mailhub line would appear twice in a worker's output.
+        "mailhub": {
+            "handlers": ["console"],
+            "level": env("MAILHUB_LOG_LEVEL", default="INFO"),
+            "propagate": False,
+        },
     },
 }

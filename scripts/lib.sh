@@ -19,9 +19,15 @@ find_python() {
 
 ensure_venv() {
     # Create the virtual environment and install mailhub with its test extras and the Django series.
+    # A stamp of pyproject.toml and the Django range skips pip when nothing changed.
     local venv="$1" python="$2" django="$3"
+    local stamp="$venv/.mailhub-install-stamp" wanted
+    wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $django"
     if [[ ! -x "$venv/bin/python" ]]; then
         "$python" -m venv "$venv"
+    fi
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
+        return
     fi
     local log="$venv/pip-install.log"
     # pip's output goes to a log that is printed only when the install fails.
@@ -31,6 +37,7 @@ ensure_venv() {
         echo "Installing mailhub into $venv failed; the pip output is above." >&2
         exit 1
     fi
+    echo "$wanted" >"$stamp"
 }
 
 ensure_system_packages() {

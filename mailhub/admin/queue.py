@@ -199,6 +199,7 @@ class RecipientAdmin(ReadOnlyQueueAdmin):
     list_filter = [RecipientStatusFilter, RecipientDomainFilter, AgeFilter]
     search_fields = ["address", "message__queue_id"]
     list_select_related = ["message"]
+    ordering = ["-id"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("message__raw")

@@ -1,6 +1,5 @@
 """Local mail directory and helpers shared by the listener tests."""
 import socket
-import ssl
 from dataclasses import dataclass
 
 import pytest
@@ -112,5 +111,3 @@ def raw_client(mail_listeners):
 def proxy_v1_header(client_address, server_port):
     return f"PROXY TCP4 {client_address} 127.0.0.1 40000 {server_port}\r\n".encode()
 
-
-__all__ = ["ssl"]

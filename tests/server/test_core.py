@@ -1,11 +1,13 @@
 """The core path: MX accepts local mail only, submission needs AUTH, both store before 250."""
+import base64
 import smtplib
 
 import pytest
+from django.db import connection
 
-from mailhub.models import Message, Recipient
+from mailhub.models import Mailbox, Message, Recipient
 
-from .conftest import PASSWORD, message_text, stored_messages
+from .conftest import PASSWORD, RawClient, message_text, proxy_v1_header, stored_messages
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -107,8 +109,6 @@ def test_wrong_password_rejected(mail_listeners, directory):
 
 
 def test_failed_commit_replies_451(mail_listeners, directory, raw_client):
-    from django.db import connection
-
     client = raw_client("mx")
     client.command("EHLO client.test")
     client.command("MAIL FROM:<x@remote.test>")
@@ -160,8 +160,6 @@ def test_invalid_dsn_parameters_rejected(mail_listeners, directory, raw_client):
 
 
 def test_smtputf8_addresses(mail_listeners, directory, raw_client):
-    from mailhub.models import Mailbox
-
     Mailbox.objects.create(domain=directory.domain, local_part="jörg")
     client = raw_client("mx")
     client.command("EHLO client.test")
@@ -181,16 +179,12 @@ def test_smtputf8_addresses(mail_listeners, directory, raw_client):
 
 
 def test_proxy_header_before_implicit_tls(mail_listeners, directory, settings):
-    from .conftest import PASSWORD, RawClient, proxy_v1_header
-
     settings.MAILHUB_PROXY_PROTOCOL = True
     client = RawClient(mail_listeners.host, mail_listeners.submissions_port)
     client.send(proxy_v1_header("192.0.2.44", mail_listeners.submissions_port))
     client.start_tls(mail_listeners.client_context())
     greeting = client.read_reply()
     client.command("EHLO client.test")
-    import base64
-
     token = base64.b64encode(f"\0alice\0{PASSWORD}".encode()).decode()
     auth = client.command(f"AUTH PLAIN {token}")
     client.close()

@@ -1,4 +1,5 @@
 """Every listener limit, hit on purpose: each gets its reply code and stores nothing."""
+import base64
 import socket
 import time
 
@@ -6,7 +7,7 @@ import pytest
 
 from mailhub.models import Message
 
-from .conftest import PASSWORD, RawClient, message_text
+from .conftest import PASSWORD, RawClient, message_text, proxy_v1_header
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -241,8 +242,6 @@ def test_data_timeout_per_block(mail_listeners, directory, raw_client, settings)
 
 
 def auth_attempt(client, login, password):
-    import base64
-
     token = base64.b64encode(f"\0{login}\0{password}".encode()).decode()
     return client.command(f"AUTH PLAIN {token}")
 
@@ -266,8 +265,6 @@ def test_failed_auth_throttled_then_421(mail_listeners, directory, raw_client, s
 def test_user_name_throttled_across_addresses(mail_listeners, directory, settings):
     settings.MAILHUB_AUTH_MAX_FAILURES = 2
     settings.MAILHUB_PROXY_PROTOCOL = True
-    from .conftest import proxy_v1_header
-
     codes = []
     for index in range(3):
         client = RawClient(mail_listeners.host, mail_listeners.submission_port)

@@ -1,10 +1,13 @@
 """No open relay: the MX listener relays nothing without AUTH, whatever the address tricks;
 sender identity on submission; PROXY protocol and trusted networks."""
+import socket
+import struct
+
 import pytest
 
-from mailhub.models import Message
+from mailhub.models import Alias, Message
 
-from .conftest import PASSWORD, message_text, proxy_v1_header
+from .conftest import PASSWORD, RawClient, message_text, proxy_v1_header
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,8 +69,6 @@ def test_mx_relays_nothing_without_auth(mail_listeners, directory, raw_client, s
 
 
 def test_percent_hack_with_catch_all_stays_local(mail_listeners, directory, raw_client):
-    from mailhub.models import Alias
-
     Alias.objects.create(domain=directory.domain, local_part="", destinations="bob@local.test")
     client = raw_client("mx")
     client.command("EHLO client.test")
@@ -98,8 +99,6 @@ def test_trusted_network_may_relay(mail_listeners, directory, raw_client, settin
 def test_proxy_protocol_names_client(mail_listeners, directory, settings):
     settings.MAILHUB_PROXY_PROTOCOL = True
     settings.MAILHUB_TRUSTED_NETWORKS = ["127.0.0.0/8"]
-    from .conftest import RawClient
-
     client = RawClient(mail_listeners.host, mail_listeners.mx_port)
     client.send(proxy_v1_header("203.0.113.7", mail_listeners.mx_port))
     assert client.read_reply()[0] == 220
@@ -114,12 +113,7 @@ def test_proxy_protocol_names_client(mail_listeners, directory, settings):
 
 
 def test_proxy_protocol_v2(mail_listeners, directory, settings):
-    import socket
-    import struct
-
     settings.MAILHUB_PROXY_PROTOCOL = True
-    from .conftest import RawClient
-
     signature = b"\r\n\r\n\x00\r\nQUIT\n"
     addresses = socket.inet_aton("198.51.100.9") + socket.inet_aton("127.0.0.1") + struct.pack("!HH", 40000, 25)
     header = signature + bytes([0x21, 0x11]) + struct.pack("!H", len(addresses)) + addresses
@@ -135,8 +129,6 @@ def test_proxy_protocol_v2(mail_listeners, directory, settings):
 
 def test_missing_proxy_header_closes(mail_listeners, settings):
     settings.MAILHUB_PROXY_PROTOCOL = True
-    from .conftest import RawClient
-
     client = RawClient(mail_listeners.host, mail_listeners.mx_port)
     client.send(b"EHLO client.test\r\n")
     code, _ = client.read_reply()

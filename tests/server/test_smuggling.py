@@ -2,7 +2,7 @@
 plaintext after STARTTLS has no effect."""
 import pytest
 
-from mailhub.models import Message
+from mailhub.models import Alias, Message
 
 from .conftest import RawClient
 
@@ -133,8 +133,6 @@ def test_cr_lf_nul_in_arguments_rejected(mail_listeners, directory, raw_client, 
 
 
 def test_shell_metacharacters_kept_literal(mail_listeners, directory, raw_client, settings):
-    from mailhub.models import Alias
-
     Alias.objects.create(domain=directory.domain, local_part="", destinations="bob@local.test")
     client = raw_client("mx")
     client.command("EHLO client.test")
