@@ -76,7 +76,7 @@ DEFAULTS = {
     # (DKIM header lists, generated HTML) and Postfix stores such lines, so longer lines are
     # accepted up to this bound and a line past it rejects the message with 554 5.6.0.
     "MAX_LINE_LENGTH": 64 * 1024,
-    # Threads that run the listeners' database calls, so the event loop never waits on the DB.
+    # Threads that run the listeners' database calls, so the event loop does not block on the DB.
     "SERVER_DB_THREADS": 8,
     # Failed AUTH: after MAX_FAILURES within WINDOW seconds for one client address or one
     # user name the session gets 421 4.7.0; each failure first waits DELAY seconds, doubled
@@ -85,8 +85,8 @@ DEFAULTS = {
     "AUTH_FAILURE_WINDOW": 900,
     "AUTH_FAILURE_DELAY": 1.0,
     "AUTH_FAILURE_MAX_DELAY": 16.0,
-    # "reject" answers 550 5.5.2 to a message with a bare CR or LF (Postfix's
-    # smtpd_forbid_bare_newline = reject); "normalize" stores such line ends as CRLF.
+    # "reject" replies 550 5.5.2 to a message with a bare CR or LF, as Postfix's
+    # smtpd_forbid_bare_newline = reject does. "normalize" stores such line ends as CRLF.
     "BARE_NEWLINE_POLICY": "reject",
     # Networks (CIDR) whose clients may relay without AUTH; loopback is not trusted by default.
     "TRUSTED_NETWORKS": [],

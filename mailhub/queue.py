@@ -23,13 +23,17 @@ FREE_LEASE = {"lease_token": "", "lease_expires_at": None}
 
 
 def retry_now(recipients):
-    """Make queued and deferred recipients due now and send delivery hints."""
+    """Make queued and deferred recipients due now and send delivery hints.
+
+    Deferred recipients go back to "queued", as Postfix's flush moves deferred mail to
+    the active queue, so the status shows that the operator's retry is pending.
+    """
     now = timezone.now()
     selected = recipients.filter(lease_free(now), status__in=Recipient.PENDING_STATUSES)
     message_ids = set(selected.values_list("message_id", flat=True))
     count = Recipient.objects.filter(id__in=list(selected.values_list("id", flat=True))).filter(
         lease_free(now), status__in=Recipient.PENDING_STATUSES
-    ).update(next_attempt_at=now, **FREE_LEASE)
+    ).update(status=Recipient.Status.QUEUED, next_attempt_at=now, **FREE_LEASE)
     hint_after_commit(message_ids)
     log_operation("retry_now", count)
     return count

@@ -1,6 +1,6 @@
 """List filters for the queue: recipient status, recipient domain and age.
 
-A message matches when one of its recipients matches. Status, domain and age are checked
+A message matches when one of its recipients matches. Status and domain are checked
 against the same recipient, so "deferred at example.com" never matches a message whose
 deferred recipient is elsewhere and whose example.com recipient was delivered.
 """
@@ -9,6 +9,7 @@ from datetime import timedelta
 from django.contrib import admin
 from django.utils import timezone
 
+from ..addresses import normalize_domain
 from ..models import Recipient
 
 PENDING = "pending"
@@ -18,6 +19,7 @@ AGE_PARAMETER = "age"
 
 # The age buckets of Postfix's qshape, in minutes since the message arrived. None is open ended.
 AGE_BUCKETS = [(0, 5), (5, 10), (10, 20), (20, 40), (40, 80), (80, 160), (160, 320), (320, 640), (640, 1280), (1280, None)]
+
 
 def age_bucket_key(bucket):
     start, end = bucket
@@ -48,7 +50,7 @@ def recipient_conditions(params):
     elif status in Recipient.Status.values:
         conditions["status"] = status
     if domain:
-        conditions["domain"] = domain.strip().lower()
+        conditions["domain"] = normalize_domain(domain)
     return conditions
 
 

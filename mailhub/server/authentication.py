@@ -3,7 +3,6 @@ import asyncio
 import logging
 
 from . import auth, replies
-from .database import run_in_db_thread
 from .state import SessionClosed
 
 logger = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ class AuthCommands:
 
         user = None
         if not throttle.is_blocked(self.client.address, login):
-            user = await run_in_db_thread(auth.authenticate_login, login, password)
+            user = await self.run_db(auth.authenticate_login, login, password)
         if user is None:
             await self.fail_auth(login)
             return

@@ -2,8 +2,8 @@
 
 Each pool thread keeps its Django connection open between calls, because opening one
 per SMTP command costs more than the query itself. A call that fails with a database
-error closes its thread's connection, so the next call reconnects; ``shutdown()`` closes
-every thread's connection, which a test database must have before it is dropped.
+error closes its thread's connection, so the next call reconnects. ``shutdown()`` closes
+every thread's connection, because a test database cannot be dropped while one is open.
 """
 import asyncio
 import functools

@@ -15,6 +15,7 @@ from aiosmtpd.smtp import SMTP
 from .. import conf
 from . import replies
 from .authentication import AUTH_MECHANISMS, AuthCommands
+from .database import run_in_db_thread
 from .proxy import read_proxy_header
 from .state import ClientState, SessionClosed
 from .transaction import TransactionCommands
@@ -44,6 +45,7 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
         self.error_count = 0
         self.counted_connection = False
         self.in_data = False
+        self.pending_db_calls = 0
         self.data_started_at = 0.0
         self.data_bytes = 0
         self.last_block_at = 0.0
@@ -85,6 +87,11 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
     def _timeout_cb(self):
         """Close an idle session; in DATA only once no block arrived for SERVER_DATA_TIMEOUT
         seconds or the average rate fell below SERVER_MIN_DATA_RATE."""
+        if self.pending_db_calls:
+            # The client waits for the server's reply, so it is not idle: storing a large
+            # message may take longer than the command timeout.
+            self._reset_timeout()
+            return
         if self.in_data:
             deadline = self.data_deadline()
             remaining = deadline - self.loop.time()
@@ -104,6 +111,15 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
             return block_deadline
         rate_deadline = self.data_started_at + data_timeout + self.data_bytes / min_rate
         return min(block_deadline, rate_deadline)
+
+    async def run_db(self, func, *args, **kwargs):
+        """Run a database call in the pool, with the idle timeout paused while it runs."""
+        self.pending_db_calls += 1
+        try:
+            return await run_in_db_thread(func, *args, **kwargs)
+        finally:
+            self.pending_db_calls -= 1
+            self._reset_timeout()
 
     async def push(self, status):
         text = str(status)

@@ -8,7 +8,6 @@ from .. import conf, spool
 from ..spool import EnvelopeRecipient
 from . import replies
 from .data import DataParser, Verdict
-from .database import run_in_db_thread
 from .paths import PathError, decode_xtext, is_xtext, parse_command_argument, parse_parameters, parse_path
 from .received import build_received, protocol_name
 from .state import SessionClosed
@@ -56,7 +55,7 @@ class TransactionCommands:
             await self.reply(reply, ("MAIL", ""))
             return
 
-        reply = await run_in_db_thread(self.policy.check_sender, self.client, sender)
+        reply = await self.run_db(self.policy.check_sender, self.client, sender)
         if reply is not None:
             logger.info("client=%s rejected MAIL from=<%s> reply=%s", self.client.address, sender, reply)
             self.client.smtputf8 = False
@@ -141,7 +140,7 @@ class TransactionCommands:
 
     async def check_recipient(self, address):
         try:
-            return await run_in_db_thread(self.policy.check_recipient, self.client, address)
+            return await self.run_db(self.policy.check_recipient, self.client, address)
         except Exception:  # noqa: BLE001 - a lookup failure must not become a 5xx or a traceback
             logger.exception("client=%s recipient lookup failed for %s", self.client.address, address)
             return replies.LOOKUP_FAILED
@@ -200,13 +199,13 @@ class TransactionCommands:
         raw = self.build_received_header() + content
         started = time.monotonic()
 
-        reply = await run_in_db_thread(self.policy.check_message, client, envelope.mail_from, raw)
+        reply = await self.run_db(self.policy.check_message, client, envelope.mail_from, raw)
         if reply is not None:
             self.log_rejected_message(reply)
             return reply
 
         try:
-            message = await run_in_db_thread(
+            message = await self.run_db(
                 spool.enqueue,
                 raw,
                 envelope.mail_from,

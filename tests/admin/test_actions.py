@@ -35,7 +35,7 @@ def test_retry_now_makes_deferred_due(operator_client, deferred_message):
     assert response.status_code == 302
     for recipient in deferred_message.recipients.all():
         assert recipient.next_attempt_at <= timezone.now()
-        assert recipient.status == "deferred"
+        assert recipient.status == "queued"
     assert change_log(deferred_message) == ["Retried now: carol@deferred.test, dave@deferred.test"]
 
 

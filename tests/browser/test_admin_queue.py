@@ -111,6 +111,8 @@ def test_retry_deferred_message_in_browser(queue_contents, live_server, browser_
     assert "Retried now: 2 recipient(s) changed." in page.locator("ul.messagelist").inner_text()
     row = page.locator("#result_list tbody tr").first
     assert row.locator("td.field-next_attempt").inner_text() == "due now"
+    assert "2 queued" in row.inner_text()
+    assert "2 deferred" not in row.inner_text()
     page.screenshot(path=str(artifacts_dir / "queue-list-after-retry.png"), full_page=True)
 
     row.locator(f"a:has-text('{deferred.queue_id}')").click()

@@ -30,7 +30,8 @@ def enqueue(recipients, raw=None, sender=SENDER, **options):
 
 
 def route_to(settings, peer, domain="remote.test"):
-    routes = dict(settings.MAILHUB_ROUTES or {}) if isinstance(settings.MAILHUB_ROUTES, dict) else {}
+    current = getattr(settings, "MAILHUB_ROUTES", None)
+    routes = dict(current) if isinstance(current, dict) else {}
     routes[domain] = f"127.0.0.1:{peer.port}"
     settings.MAILHUB_ROUTES = routes
 

@@ -27,7 +27,9 @@ def test_retry_now_makes_deferred_due():
     a = Recipient.objects.get(address="a@remote.test")
     b = Recipient.objects.get(address="b@remote.test")
     assert a.next_attempt_at <= timezone.now()
+    assert a.status == "queued"
     assert b.next_attempt_at == later
+    assert b.status == "deferred"
 
 
 def test_hold_and_release():

@@ -72,8 +72,8 @@ async def serve(addresses):
         loop.add_signal_handler(signal_number, stop.set)
 
     started = await start_servers(addresses)
-    # TODO: watch the --worker process and log or restart it when it exits early; today the
-    # listeners go on storing mail that waits for the next worker.
+    # TODO: watch the --worker process and log or restart it when it exits early. Until then
+    # the listeners go on storing mail, which waits for the next worker.
     try:
         await stop.wait()
         logger.info("stopping the listeners")
