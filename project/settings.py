@@ -107,16 +107,23 @@ ADMINS = [tuple(pair.split(":", 1)) for pair in env.list("ADMINS", default=[])]
 # database is the source of truth, so a lost hint delays mail and loses none.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 BROKER_FOLDER = Path(env("MAILHUB_BROKER_FOLDER", default=str(VAR_DIR / "broker")))
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    for folder in ("queue", "control", "processed"):
-        (BROKER_FOLDER / folder).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(BROKER_FOLDER / "queue"),
-        "data_folder_out": str(BROKER_FOLDER / "queue"),
-        "control_folder": str(BROKER_FOLDER / "control"),
-        "processed_folder": str(BROKER_FOLDER / "processed"),
+
+
+def filesystem_broker_options(folder):
+    """Return kombu filesystem transport options for a broker kept in ``folder``, creating it."""
+    for name in ("queue", "control", "processed"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(folder / "queue"),
+        "data_folder_out": str(folder / "queue"),
+        "control_folder": str(folder / "control"),
+        "processed_folder": str(folder / "processed"),
         "store_processed": False,
     }
+
+
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(BROKER_FOLDER)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

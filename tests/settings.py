@@ -7,7 +7,7 @@ runs on one machine never touch each other's database.
 import os
 
 from project.settings import *  # noqa: F403
-from project.settings import DATABASES, VAR_DIR
+from project.settings import DATABASES, VAR_DIR, filesystem_broker_options
 
 RUN_ID = os.getpid()
 
@@ -25,12 +25,4 @@ MAILHUB_ALLOW_PRIVATE_MX = True
 CELERY_TASK_DEFAULT_QUEUE = f"mailhub-test-{RUN_ID}"
 if CELERY_BROKER_URL.startswith("filesystem://"):  # noqa: F405
     TEST_BROKER_FOLDER = VAR_DIR / f"test-broker-{RUN_ID}"
-    for _folder in ("queue", "control", "processed"):
-        (TEST_BROKER_FOLDER / _folder).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(TEST_BROKER_FOLDER / "queue"),
-        "data_folder_out": str(TEST_BROKER_FOLDER / "queue"),
-        "control_folder": str(TEST_BROKER_FOLDER / "control"),
-        "processed_folder": str(TEST_BROKER_FOLDER / "processed"),
-        "store_processed": False,
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(TEST_BROKER_FOLDER)

@@ -17,23 +17,20 @@ from .. import conf
 CLOSE_TIMEOUT = 30
 
 _executor = None
-_thread_ids = set()
+_pool_size = 0
 _lock = threading.Lock()
 
 
 def executor():
-    global _executor
+    global _executor, _pool_size
     with _lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(
-                max_workers=conf.get("SERVER_DB_THREADS"), thread_name_prefix="mailhub-db"
-            )
+            _pool_size = conf.get("SERVER_DB_THREADS")
+            _executor = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="mailhub-db")
         return _executor
 
 
 def call_in_pool_thread(func, args, kwargs):
-    with _lock:
-        _thread_ids.add(threading.get_ident())
     try:
         return func(*args, **kwargs)
     except DatabaseError:
@@ -48,7 +45,11 @@ async def run_in_db_thread(func, *args, **kwargs):
 
 
 def close_thread_connections(barrier):
-    """Close this thread's connections, then wait so every pool thread takes one such task."""
+    """Close this thread's connections, then wait until every pool thread has run this task.
+
+    While each task waits at the barrier its thread takes no other task, so a pool of N
+    threads given N such tasks runs one in every thread, starting missing threads as needed.
+    """
     connections.close_all()
     barrier.wait(CLOSE_TIMEOUT)
 
@@ -58,12 +59,10 @@ def shutdown():
     global _executor
     with _lock:
         pool, _executor = _executor, None
-        thread_count = len(_thread_ids)
-        _thread_ids.clear()
+        pool_size = _pool_size
     if pool is None:
         return
-    if thread_count:
-        barrier = threading.Barrier(thread_count)
-        futures = [pool.submit(close_thread_connections, barrier) for _ in range(thread_count)]
-        wait(futures, CLOSE_TIMEOUT)
+    barrier = threading.Barrier(pool_size)
+    futures = [pool.submit(close_thread_connections, barrier) for _ in range(pool_size)]
+    wait(futures, CLOSE_TIMEOUT)
     pool.shutdown(wait=True)

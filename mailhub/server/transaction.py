@@ -36,6 +36,8 @@ class TransactionCommands:
             await self.reply(reply, ("MAIL", ""))
             return
 
+        # A rejected MAIL leaves no transaction, so its parameters must not reach the next one.
+        self._set_post_data_state()
         try:
             path_text, parameter_text = parse_command_argument(argument, "FROM:")
             parameters = parse_parameters(parameter_text) if self.session.extended_smtp else {}

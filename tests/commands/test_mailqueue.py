@@ -39,7 +39,7 @@ def test_flush_makes_deferred_due(queue, django_capture_on_commit_callbacks):
         output = run("mailqueue", "flush")
 
     bob = Recipient.objects.get(address="bob@remote.test")
-    assert bob.status == Recipient.Status.DEFERRED
+    assert bob.status == Recipient.Status.QUEUED
     assert bob.next_attempt_at <= timezone.now()
     assert status_of("dave@remote.test") == Recipient.Status.HELD
     assert output.strip() == "flushed 2 recipients"

@@ -1,13 +1,12 @@
 """Helpers for the end-to-end tests: a local directory, a submission client and waiting."""
 import smtplib
-import time
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.db import close_old_connections
 
 from mailhub.models import Domain, Mailbox
+from tests.support import waiting
 
 PASSWORD = "correct horse battery staple"
 SENDER = "postmaster@local.test"
@@ -67,14 +66,5 @@ def is_one_received_header(prefix):
     return all(line[:1] in (b" ", b"\t") for line in lines[1:])
 
 
-def wait_for(condition, describe, timeout=WAIT_SECONDS, interval=0.25):
-    """Poll ``condition()`` until it returns a true value; fail naming ``describe`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        close_old_connections()
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {describe}")
-        time.sleep(interval)
+def wait_for(condition, describe, timeout=WAIT_SECONDS):
+    return waiting.wait_for(condition, timeout=timeout, interval=0.25, describe=describe)

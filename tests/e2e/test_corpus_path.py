@@ -2,17 +2,14 @@
 
 Each message goes in with CRLF line ends, as an SMTP client must send it, and must come out
 byte for byte: in the local mailbox and at the remote test MX, after the one Received:
-header the listener prepends.
+header the listener prepends. tests/server/test_corpus.py sends the corpus with swaks too.
 """
-import subprocess
-
 import pytest
 
 from mailhub.models import MailboxMessage, Message
 from tests.support.corpus import corpus_files, corpus_params, to_crlf
 
 from .conftest import (
-    PASSWORD,
     SENDER,
     is_one_received_header,
     sent_form,
@@ -71,23 +68,28 @@ def queue_ids(replies):
     return {name: text.rsplit(" ", 1)[-1] for name, (code, text) in replies.items() if code == 250}
 
 
+def mailbox_mismatches(mailbox, accepted, corpus):
+    """Wait for every accepted message in the mailbox; return the names not stored byte for byte."""
+    wait_for(
+        lambda: MailboxMessage.objects.filter(mailbox=mailbox).count() >= len(accepted),
+        describe=f"{len(accepted)} messages in the local mailbox",
+    )
+    stored = dict(MailboxMessage.objects.filter(mailbox=mailbox).values_list("queue_id", "raw"))
+    mismatches = []
+    for name, queue_id in accepted.items():
+        prefix = split_trace_header(bytes(stored[queue_id]), sent_form(corpus[name]))
+        if prefix is None or not is_one_received_header(prefix):
+            mismatches.append(name)
+    return mismatches
+
+
 def test_corpus_lands_in_local_mailbox(mail_listeners, local_directory, celery_worker_factory, corpus):
     replies = submit_corpus(mail_listeners, corpus, SENDER)
     assert check_replies(corpus, replies) == []
     accepted = queue_ids(replies)
     celery_worker_factory()
 
-    wait_for(
-        lambda: MailboxMessage.objects.filter(mailbox=local_directory).count() >= len(accepted),
-        describe=f"{len(accepted)} messages in the local mailbox",
-    )
-    stored = dict(MailboxMessage.objects.filter(mailbox=local_directory).values_list("queue_id", "raw"))
-    mismatches = []
-    for name, queue_id in accepted.items():
-        prefix = split_trace_header(bytes(stored[queue_id]), sent_form(corpus[name]))
-        if prefix is None or not is_one_received_header(prefix):
-            mismatches.append(name)
-    assert mismatches == [], "stored bytes differ from the bytes sent"
+    assert mailbox_mismatches(local_directory, accepted, corpus) == [], "stored bytes differ from the bytes sent"
 
 
 def test_corpus_reaches_remote_mx(settings, mail_listeners, local_directory, smtp_peer, celery_worker_factory, corpus):
@@ -123,48 +125,3 @@ def test_nul_byte_refused_with_5xx(mail_listeners, local_directory):
     assert 500 <= code < 600, text
     assert "NUL" in text
     assert not Message.objects.exists()
-
-
-@pytest.mark.skipif(subprocess.run(["which", "swaks"], capture_output=True).returncode != 0,
-                    reason="swaks is not installed (apt-get install swaks)")
-def test_corpus_with_swaks(mail_listeners, local_directory, celery_worker_factory, corpus, tmp_path):
-    replies = {}
-    for name, data in corpus.items():
-        path = tmp_path / name
-        path.write_bytes(data)
-        result = subprocess.run(
-            [
-                "swaks", "--server", f"{mail_listeners.host}:{mail_listeners.submission_port}",
-                "--tls", "--auth", "PLAIN", "--auth-user", "postmaster", "--auth-password", PASSWORD,
-                "--from", SENDER, "--to", SENDER, "--data", f"@{path}", "--helo", "client.test",
-                "--suppress-data", "--timeout", "60",
-            ],
-            capture_output=True,
-            timeout=120,
-        )
-        replies[name] = swaks_data_reply(result.stdout.decode(errors="replace"))
-    assert check_replies(corpus, replies) == []
-    accepted = queue_ids(replies)
-    celery_worker_factory()
-
-    wait_for(
-        lambda: MailboxMessage.objects.filter(mailbox=local_directory).count() >= len(accepted),
-        describe=f"{len(accepted)} messages in the local mailbox",
-    )
-    stored = dict(MailboxMessage.objects.filter(mailbox=local_directory).values_list("queue_id", "raw"))
-    mismatches = []
-    for name, queue_id in accepted.items():
-        prefix = split_trace_header(bytes(stored[queue_id]), sent_form(corpus[name]))
-        if prefix is None or not is_one_received_header(prefix):
-            mismatches.append(name)
-    assert mismatches == [], "stored bytes differ from the bytes swaks sent"
-
-
-def swaks_data_reply(transcript):
-    """Return (code, text) of the server's reply to the end of DATA in a swaks transcript."""
-    lines = [line[4:].strip() for line in transcript.splitlines() if line.startswith(("<~  ", "<~* ", "<   ", "<** "))]
-    for line in reversed(lines):
-        code, _, text = line.partition(" ")
-        if code.isdigit() and code != "221":
-            return int(code), text
-    return 0, transcript[-500:]

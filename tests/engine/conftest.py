@@ -1,12 +1,11 @@
 """Helpers for the engine tests: spooling, routes to test peers and waiting on the spool."""
-import time
 
 import pytest
-from django.db import close_old_connections
 
 from mailhub import spool
 from mailhub.delivery import engine
 from mailhub.models import Domain, Mailbox, Message, Recipient
+from tests.support import waiting
 
 SENDER = "alice@sender.test"
 WAIT_SECONDS = 120
@@ -51,16 +50,7 @@ def add_mailbox(address):
 
 
 def wait_for(condition, timeout=WAIT_SECONDS, interval=0.2, describe="condition"):
-    """Poll ``condition()`` until it returns a true value; fail naming ``describe`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        close_old_connections()
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {describe}")
-        time.sleep(interval)
+    return waiting.wait_for(condition, timeout=timeout, interval=interval, describe=describe)
 
 
 @pytest.fixture
