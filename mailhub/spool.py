@@ -39,12 +39,14 @@ def enqueue(
     dsn_ret="",
     dsn_envid="",
     smtputf8=False,
+    queue_id=None,
 ):
     """Store a message and its recipients and queue delivery once the transaction commits.
 
     ``recipients`` holds addresses or EnvelopeRecipient objects. Inside a caller's
-    ``atomic()`` block the message joins that transaction. Returns the saved Message.
-    Raises InvalidMessage or InvalidAddress before anything is written.
+    ``atomic()`` block the message joins that transaction. A listener passes ``queue_id``
+    when it has already written that id into the Received: field. Returns the saved
+    Message. Raises InvalidMessage or InvalidAddress before anything is written.
     """
     envelope_recipients = [as_envelope_recipient(item) for item in recipients]
     validate_envelope(raw, envelope_sender, envelope_recipients)
@@ -60,6 +62,8 @@ def enqueue(
         dsn_envid=dsn_envid,
         smtputf8=smtputf8,
     )
+    if queue_id:
+        message.queue_id = queue_id
 
     with transaction.atomic():
         message.save()

@@ -36,6 +36,7 @@ def build_received(
     tls_cipher="",
     authenticated_user="",
     recipients=(),
+    queue_id="",
     now=None,
 ):
     """Return the Received: field as bytes, folded, ending in CRLF.
@@ -51,9 +52,9 @@ def build_received(
     with_part = f"by {hostname} (mailhub) with {protocol}"
     if tls_version:
         with_part += f" ({sanitize(tls_version)}:{sanitize(tls_cipher)})"
+    if queue_id:
+        with_part += f" id {queue_id}"
 
-    # TODO: add the "id <queue id>" clause; spool.enqueue creates the queue id only after
-    # this field is built, so it would need to accept one generated here.
     lines = [f"Received: {from_part}", f"\t{with_part}"]
     if len(recipients) == 1:
         lines.append(f"\tfor <{sanitize(recipients[0])}>;")

@@ -5,6 +5,7 @@ import logging
 import time
 
 from .. import conf, spool
+from ..models.spool import new_queue_id
 from ..spool import EnvelopeRecipient
 from . import replies
 from .data import DataParser, Verdict
@@ -198,7 +199,8 @@ class TransactionCommands:
         """Prepend the Received: field and commit the message; return the reply to send."""
         envelope = self.envelope
         client = self.client
-        raw = self.build_received_header() + content
+        queue_id = new_queue_id()
+        raw = self.build_received_header(queue_id) + content
         started = time.monotonic()
 
         reply = await self.run_db(self.policy.check_message, client, envelope.mail_from, raw)
@@ -219,6 +221,7 @@ class TransactionCommands:
                 dsn_ret=client.dsn_ret,
                 dsn_envid=client.dsn_envid,
                 smtputf8=client.smtputf8,
+                queue_id=queue_id,
             )
         except Exception:  # noqa: BLE001 - nothing was acknowledged, so the client keeps the message
             logger.exception(
@@ -251,7 +254,7 @@ class TransactionCommands:
             reply,
         )
 
-    def build_received_header(self):
+    def build_received_header(self, queue_id):
         ssl_object = self.transport.get_extra_info("ssl_object") if self.encrypted else None
         tls_version, tls_cipher = describe_tls(ssl_object)
         authenticated = self.client.authenticated_user is not None
@@ -270,6 +273,7 @@ class TransactionCommands:
             tls_cipher=tls_cipher,
             authenticated_user=shown_user,
             recipients=[recipient.address for recipient in self.client.recipients],
+            queue_id=queue_id,
         )
 
 

@@ -106,9 +106,11 @@ def test_received_names_protocol_and_tls(mail_listeners, directory, settings):
     submitted, relayed, plain = [m.raw_bytes.split(b";", 1)[0] for m in Message.objects.order_by("id")]
     assert re.search(rb"with ESMTPSA \(TLSv1\.[23]:[A-Z0-9_-]+\)", submitted)
     assert b"(authenticated as alice)" in submitted
-    assert b"with ESMTP\r\n" in relayed or relayed.endswith(b"with ESMTP")
+    assert re.search(rb"with ESMTP id [0-9A-Z]+\r\n", relayed)
     assert b"for <bob@local.test>" in relayed
     assert b"with SMTP" in plain
+    for message in Message.objects.all():
+        assert f" id {message.queue_id}".encode() in message.raw_bytes.split(b";", 1)[0]
 
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
