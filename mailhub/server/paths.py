@@ -65,14 +65,19 @@ def parse_command_argument(argument, keyword):
     return path, " " + params if params else ""
 
 
-def parse_path(path_text, *, utf8, allow_null):
-    """Return the address in a path; "" for the null path ``<>`` when allowed."""
+def parse_path(path_text, *, utf8, allow_null, postmaster_domain=""):
+    """Return the address in a path; "" for the null path ``<>`` when allowed.
+
+    With ``postmaster_domain``, the bare ``<Postmaster>`` that RFC 5321 section 4.5.1
+    requires every server to accept becomes postmaster at that domain.
+    """
     if path_text == "<>":
         if allow_null:
             return ""
         raise PathError("the null path <> is not allowed here")
+    if postmaster_domain and path_text.lower() == "<postmaster>":
+        return f"postmaster@{postmaster_domain}"
 
-    # TODO: RFC 5321 section 4.5.1 requires accepting RCPT TO:<Postmaster> without a domain.
     match = PATHS[(utf8, path_text.startswith("<"))].fullmatch(path_text)
     if match is None:
         raise PathError("malformed address")

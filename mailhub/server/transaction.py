@@ -125,7 +125,9 @@ class TransactionCommands:
             return
 
         try:
-            address = parse_path(path_text, utf8=self.client.smtputf8, allow_null=False)
+            address = parse_path(
+                path_text, utf8=self.client.smtputf8, allow_null=False, postmaster_domain=self.hostname
+            )
         except PathError:
             await self.reply(self.malformed_path_reply(path_text), ("RCPT", path_text[:100]))
             return

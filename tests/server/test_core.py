@@ -5,7 +5,7 @@ import smtplib
 import pytest
 from django.db import connection
 
-from mailhub.models import Mailbox, Message, Recipient
+from mailhub.models import Domain, Mailbox, Message, Recipient
 
 from .conftest import PASSWORD, RawClient, message_text, proxy_v1_header, stored_messages
 
@@ -40,6 +40,19 @@ def test_mx_stores_mail_for_alias(mail_listeners, directory):
         client.sendmail("sender@remote.test", ["sales@local.test"], message_text("s@remote.test", "sales@local.test"))
 
     assert list(Recipient.objects.values_list("address", flat=True)) == ["sales@local.test"]
+
+
+def test_mx_accepts_bare_postmaster(mail_listeners, directory):
+    domain = Domain.objects.create(name="mailhub.test")
+    Mailbox.objects.create(domain=domain, local_part="postmaster")
+    with mail_listeners.smtp("mx") as client:
+        client.ehlo()
+        client.mail("sender@remote.test")
+        code, _text = client.rcpt("Postmaster")
+        client.data(message_text("sender@remote.test", "postmaster"))
+
+    assert code == 250
+    assert list(Recipient.objects.values_list("address", flat=True)) == ["postmaster@mailhub.test"]
 
 
 def test_mx_rejects_unknown_local_user(mail_listeners, directory):
