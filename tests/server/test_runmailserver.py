@@ -107,3 +107,23 @@ def test_runmailserver_rejects_bad_address(tmp_path):
 
     assert result.returncode != 0
     assert "invalid mx listen address 'nonsense'" in result.stderr
+
+
+@pytest.mark.worker
+@pytest.mark.slow
+def test_runmailserver_restarts_dead_worker(directory, tmp_path, settings):
+    settings.MAILHUB_CELERY_APP = "project"
+    settings.MAILHUB_TLS_DIR = str(tmp_path / "tls")
+    process, log_path, log_file = start_runmailserver(tmp_path, "--worker")
+    try:
+        first_pid = int(wait_for_log(log_path, r"Celery worker started with pid (\d+)", process).group(1))
+        wait_for_log(log_path, r" ready\.", process)
+        os.kill(first_pid, signal.SIGKILL)
+        wait_for_log(log_path, rf"worker \(pid {first_pid}\) exited with status -9; restarting it", process)
+        restarted = wait_for_log(log_path, rf"Celery worker started with pid (?!{first_pid}\b)(\d+)", process)
+        second_pid = int(restarted.group(1))
+        os.kill(second_pid, 0)
+    finally:
+        stop(process, log_file)
+
+    assert second_pid != first_pid

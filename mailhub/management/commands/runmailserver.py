@@ -1,21 +1,18 @@
 """Run the SMTP listeners (MX, submission, submissions) and optionally a Celery worker with beat."""
 import asyncio
 import logging
-import os
 import signal
-import subprocess
-import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from mailhub import conf
 from mailhub.exceptions import ConfigurationError
 from mailhub.server import database
 from mailhub.server.runner import configured_addresses, start_servers, stop_servers
+from mailhub.server.worker_process import WorkerProcess
 
 logger = logging.getLogger(__name__)
 
-WORKER_STOP_TIMEOUT = 30
+WORKER_CHECK_INTERVAL = 2.0
 
 
 class Command(BaseCommand):
@@ -49,9 +46,9 @@ class Command(BaseCommand):
         if not addresses:
             raise CommandError("every listener is off: give --mx, --submission or --submissions, or set MAILHUB_MX_LISTEN")
 
-        worker = start_worker() if options["worker"] else None
+        worker = WorkerProcess().start() if options["worker"] else None
         try:
-            asyncio.run(serve(addresses))
+            asyncio.run(serve(addresses, worker))
         except PermissionError as error:
             raise CommandError(f"cannot bind a listener port ({error}); ports below 1024 need privileges, try --mx 127.0.0.1:2525") from error
         except OSError as error:
@@ -60,52 +57,26 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
         finally:
             if worker is not None:
-                stop_worker(worker)
+                worker.stop()
             database.shutdown()
 
 
-async def serve(addresses):
-    """Run the listeners until SIGTERM or SIGINT."""
+async def serve(addresses, worker=None):
+    """Run the listeners until SIGTERM or SIGINT, restarting the worker if it exits."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop.set)
 
     started = await start_servers(addresses)
-    # TODO: watch the --worker process and log or restart it when it exits early. Until then
-    # the listeners go on storing mail, which waits for the next worker.
     try:
-        await stop.wait()
+        while not stop.is_set():
+            if worker is not None:
+                worker.check()
+            try:
+                await asyncio.wait_for(stop.wait(), WORKER_CHECK_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
         logger.info("stopping the listeners")
     finally:
         await stop_servers(started)
-
-
-def celery_app_name():
-    configured = conf.get("CELERY_APP")
-    if configured:
-        return configured
-    settings_module = os.environ.get("DJANGO_SETTINGS_MODULE", "project.settings")
-    return settings_module.rpartition(".")[0] or settings_module
-
-
-def start_worker():
-    command = [sys.executable, "-m", "celery", "-A", celery_app_name(), "worker", "-B", "--loglevel=info"]
-    worker = subprocess.Popen(command)
-    logger.info("Celery worker started with pid %d: %s", worker.pid, " ".join(command))
-    return worker
-
-
-def stop_worker(worker):
-    """Ask the worker for a warm shutdown (SIGTERM), and kill it if it does not end in time."""
-    if worker.poll() is not None:
-        logger.warning("the Celery worker had already exited with status %s", worker.returncode)
-        return
-    worker.terminate()
-    try:
-        worker.wait(WORKER_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        logger.error("the Celery worker did not stop within %d s; killing it", WORKER_STOP_TIMEOUT)
-        worker.kill()
-        worker.wait()
-    logger.info("the Celery worker stopped with status %s", worker.returncode)

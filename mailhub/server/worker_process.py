@@ -1,0 +1,71 @@
+"""The Celery worker that ``runmailserver --worker`` runs beside the listeners, restarted if it dies."""
+import logging
+import os
+import subprocess
+import sys
+import time
+
+from .. import conf
+
+logger = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 30
+# A worker that keeps crashing at start (a bad broker URL, say) is restarted with a
+# growing delay, so the log shows the error without a restart loop that eats a core.
+FIRST_RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 60.0
+
+
+def celery_app_name():
+    configured = conf.get("CELERY_APP")
+    if configured:
+        return configured
+    settings_module = os.environ.get("DJANGO_SETTINGS_MODULE", "project.settings")
+    return settings_module.rpartition(".")[0] or settings_module
+
+
+class WorkerProcess:
+    """A ``celery worker -B`` subprocess that ``check()`` restarts after an unexpected exit."""
+
+    def __init__(self):
+        self.command = [sys.executable, "-m", "celery", "-A", celery_app_name(), "worker", "-B", "--loglevel=info"]
+        self.process = None
+        self.restart_delay = FIRST_RESTART_DELAY
+        self.restart_at = None
+
+    def start(self):
+        self.process = subprocess.Popen(self.command)
+        logger.info("Celery worker started with pid %d: %s", self.process.pid, " ".join(self.command))
+        return self
+
+    def check(self):
+        """Restart the worker if it has exited; call this every few seconds."""
+        if self.process.poll() is None:
+            return
+        now = time.monotonic()
+        if self.restart_at is None:
+            logger.error(
+                "the Celery worker (pid %d) exited with status %s; restarting it in %.0f s",
+                self.process.pid,
+                self.process.returncode,
+                self.restart_delay,
+            )
+            self.restart_at = now + self.restart_delay
+            self.restart_delay = min(self.restart_delay * 2, MAX_RESTART_DELAY)
+        if now >= self.restart_at:
+            self.restart_at = None
+            self.start()
+
+    def stop(self):
+        """Ask the worker for a warm shutdown (SIGTERM), and kill it if it does not end in time."""
+        if self.process.poll() is not None:
+            logger.warning("the Celery worker had already exited with status %s", self.process.returncode)
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            logger.error("the Celery worker did not stop within %d s; killing it", STOP_TIMEOUT)
+            self.process.kill()
+            self.process.wait()
+        logger.info("the Celery worker stopped with status %s", self.process.returncode)
