@@ -48,18 +48,16 @@ def deliver(recipient):
     if not mailboxes and not remote:
         return Reply(550, "5.1.1", f"<{recipient.address}>: user unknown", remote_host=LOCAL_HOST)
     for final in unknown:
-        # TODO: an alias destination without a mailbox is only logged; the other
-        # destinations still get the message and the sender gets no DSN for it.
         logger.warning(
-            "queue_id=%s to=<%s> alias destination <%s> has no mailbox, skipped",
+            "queue_id=%s to=<%s> alias destination <%s> has no mailbox; it gets its own recipient, which bounces",
             recipient.message.queue_id,
             recipient.address,
             final,
         )
 
     store_in_mailboxes(recipient, mailboxes)
-    forward(recipient, remote)
-    return Reply(250, "2.0.0", describe(mailboxes, remote), remote_host=LOCAL_HOST)
+    forward(recipient, remote + unknown)
+    return Reply(250, "2.0.0", describe(mailboxes, remote + unknown), remote_host=LOCAL_HOST)
 
 
 def store_in_mailboxes(recipient, mailboxes):
@@ -85,10 +83,12 @@ def store_in_mailboxes(recipient, mailboxes):
 
 
 def forward(recipient, addresses):
-    """Add remote alias destinations as new recipients of the same message.
+    """Add alias destinations as new recipients of the same message.
 
-    They keep the NOTIFY of the alias recipient, and the alias address becomes their
-    original recipient, so a DSN names the address the sender used.
+    These are remote destinations, and local ones without a mailbox, which bounce with
+    5.1.1 on their own attempt so the sender learns of them in a DSN. They keep the
+    NOTIFY of the alias recipient, and the alias address becomes their original
+    recipient, so a DSN names the address the sender used.
     """
     if not addresses:
         return

@@ -156,7 +156,7 @@ def test_memory_script(tmp_path):
 
     assert_figures_consistent(document)
     assert rows_named(document, "Listener peak RSS", "runmailserver (MX)")
-    assert rows_named(document, "Worker peak RSS", "worker, 1 process")
+    assert rows_named(document, "Worker peak RSS", "worker, 1 process"), document["notes"]
 
 
 def test_growth_script(tmp_path):

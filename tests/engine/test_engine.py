@@ -257,6 +257,29 @@ def test_unknown_local_user_bounces(settings):
     assert status_blocks(parse(bounce))[1]["Status"] == "5.1.1"
 
 
+def test_alias_destination_without_mailbox_bounces(settings):
+    from mailhub.models import Alias, Domain
+
+    carol = add_mailbox("carol@local.test")
+    Alias.objects.create(
+        domain=Domain.objects.get(name="local.test"),
+        local_part="team",
+        destinations="carol@local.test, gone@local.test",
+    )
+    message = enqueue(["team@local.test"])
+
+    engine.deliver_message(message.pk)
+    engine.deliver_message(message.pk)
+
+    assert statuses(message) == {"team@local.test": "delivered", "gone@local.test": "bounced"}
+    assert MailboxMessage.objects.filter(mailbox=carol).count() == 1
+    [bounce] = bounces_to(SENDER)
+    [block] = status_blocks(parse(bounce))[1:]
+    assert block["Status"] == "5.1.1"
+    assert block["Final-Recipient"] == "rfc822; gone@local.test"
+    assert block["Original-Recipient"] == "rfc822; team@local.test"
+
+
 def test_alias_expands_local_and_remote(settings, smtp_peer):
     from mailhub.models import Alias, Domain
 
