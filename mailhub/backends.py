@@ -15,7 +15,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.db import DatabaseError, transaction
 from django.utils.encoding import force_str, punycode
 
-from . import headers, spool
+from . import conf, headers, spool
 from .addresses import needs_smtputf8, validate_address
 from .exceptions import BadHeaderError, InvalidAddress, InvalidMessage, SpoolError
 from .models import Message
@@ -75,6 +75,7 @@ class SpoolBackend(BaseEmailBackend):
         smtputf8 = any(needs_smtputf8(address) for address in [envelope_sender, *recipients])
 
         raw = render_message(email_message, smtputf8)
+        check_size(raw)
 
         return PreparedMessage(raw, envelope_sender, recipients, smtputf8)
 
@@ -184,6 +185,20 @@ def envelope_address(address):
     addr_spec = Address(username=mailbox.local_part, domain=ascii_domain(mailbox.domain, text)).addr_spec
     validate_address(addr_spec)
     return addr_spec
+
+
+def check_size(raw):
+    """Raise InvalidMessage for a message larger than the listeners accept.
+
+    Remote servers reject such a message too, so it would only bounce later; the caller
+    learns of it at once instead.
+    """
+    limit = conf.get("MAX_MESSAGE_SIZE")
+    if limit and len(raw) > limit:
+        raise InvalidMessage(
+            f"the message is {len(raw)} bytes after encoding, more than MAILHUB_MAX_MESSAGE_SIZE "
+            f"({limit} bytes); send smaller attachments or raise the setting"
+        )
 
 
 def ascii_domain(domain, address):

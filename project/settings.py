@@ -119,6 +119,9 @@ def filesystem_broker_options(folder):
         "control_folder": str(folder / "control"),
         "processed_folder": str(folder / "processed"),
         "store_processed": False,
+        # kombu polls the folder once a second by default, which would cap a worker at
+        # about one delivery hint per second per pool process.
+        "polling_interval": 0.05,
     }
 
 

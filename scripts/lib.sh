@@ -30,6 +30,7 @@ ensure_venv() {
         return
     fi
     local log="$venv/pip-install.log"
+    echo "Installing mailhub and its dependencies into $venv (a first install takes a few minutes)..." >&2
     # pip's output goes to a log that is printed only when the install fails.
     if ! { "$venv/bin/python" -m pip install --upgrade pip &&
         "$venv/bin/python" -m pip install -e ".[test]" "$django"; } >"$log" 2>&1; then

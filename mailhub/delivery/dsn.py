@@ -190,7 +190,7 @@ def per_recipient_fields(recipient, action):
     fields["Action"] = action
     fields["Status"] = status_code(recipient, action)
     if recipient.remote_host and recipient.remote_host != "local":
-        fields["Remote-MTA"] = f"dns; {single_line(recipient.remote_host)}"
+        fields["Remote-MTA"] = f"dns; {single_line(remote_mta_name(recipient.remote_host))}"
     diagnostic = diagnostic_code(recipient)
     if diagnostic:
         fields["Diagnostic-Code"] = diagnostic
@@ -258,3 +258,14 @@ def returned_content(message, action):
 def single_line(text):
     """Return text fit for one header field: remote replies may carry CR, LF or NUL."""
     return " ".join(str(text).replace("\x00", " ").split())
+
+
+def remote_mta_name(remote_host):
+    """Return the host name of a recorded ``name[address]:port``, or the address when unnamed.
+
+    RFC 3464 section 2.3.5 wants the remote MTA's name for the "dns" type, without a port.
+    """
+    name, bracket, rest = remote_host.partition("[")
+    if name or not bracket:
+        return name or remote_host
+    return rest.partition("]")[0]

@@ -113,9 +113,11 @@ def resolve_mx_hosts(domain):
     have no usable address.
     """
     domain = normalize_domain(domain)
-    resolver = build_resolver()
     port = int(conf.get("MX_PORT"))
+    if domain.startswith("["):
+        return [literal_host(domain, port)]
 
+    resolver = build_resolver()
     try:
         records = query(resolver, domain, "MX")
     except dns.resolver.NXDOMAIN as error:
@@ -129,6 +131,26 @@ def resolve_mx_hosts(domain):
         # RFC 5321 section 5.1: with no MX records the domain itself is the implicit MX.
         return resolve_implicit_mx(resolver, domain, port)
     return collect_hosts(resolver, domain, [name.to_text(omit_final_dot=True) for name in exchanges], port)
+
+
+def literal_host(domain, port):
+    """Return the RemoteHost of an address literal such as ``[192.0.2.1]`` or ``[IPv6:2001:db8::1]``.
+
+    RFC 5321 section 4.1.3: mail to an address literal goes to that address, with no DNS
+    look-up. The private-address rule of MX delivery applies to it as well.
+    """
+    text = domain[1:-1]
+    if text.lower().startswith("ipv6:"):
+        text = text[5:]
+    try:
+        address = str(ipaddress.ip_address(text))
+    except ValueError as error:
+        raise PermanentDeliveryError(Reply(550, "5.1.2", f"invalid address literal {domain}")) from error
+    if not is_usable_address(address):
+        raise PermanentDeliveryError(
+            Reply(550, "5.7.1", f"address literal {domain} is a loopback, private or reserved address")
+        )
+    return RemoteHost(domain, address, port)
 
 
 def resolve_implicit_mx(resolver, domain, port):

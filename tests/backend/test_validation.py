@@ -113,3 +113,14 @@ def test_bad_message_in_batch_stores_none(spool_backend):
         mail.send_mass_mail([(m.subject, m.body, m.from_email, m.to) for m in messages])
 
     assert_spool_empty()
+
+
+def test_oversized_message_rejected(spool_backend, settings):
+    settings.MAILHUB_MAX_MESSAGE_SIZE = 10_000
+    message = build_message()
+    message.attach("big.bin", b"\x00" * 20_000, "application/octet-stream")
+
+    with pytest.raises(InvalidMessage, match="MAILHUB_MAX_MESSAGE_SIZE"):
+        message.send()
+
+    assert_spool_empty()

@@ -116,6 +116,7 @@ def test_readme_walkthrough(running_system):
     env, ports, peer, database, log_path = running_system
     manage(env, "maildomain", "add", "example.test")
     manage(env, "mailbox", "add", "alice@example.test", "--password", PASSWORD)
+    manage(env, "mailalias", "add", "postmaster@example.test", "alice@example.test")
 
     swaks = subprocess.run(
         [
@@ -136,7 +137,9 @@ def test_readme_walkthrough(running_system):
             ["alice@example.test"],
             b"Subject: hello\r\nFrom: alice@example.test\r\n\r\nHi\r\n",
         )
-    wait_until(lambda: count_rows(database, "mailhub_mailboxmessage") == 2, DELIVERY_SECONDS, "two messages in alice's mailbox")
+    with smtplib.SMTP("127.0.0.1", ports["mx"], timeout=30) as client:
+        client.sendmail("someone@remote.test", ["postmaster@example.test"], b"Subject: to the postmaster\r\n\r\nHi\r\n")
+    wait_until(lambda: count_rows(database, "mailhub_mailboxmessage") == 3, DELIVERY_SECONDS, "three messages in alice's mailbox")
     assert "alice@example.test" in manage(env, "mailbox", "list")
 
     manage(

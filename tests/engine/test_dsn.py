@@ -74,7 +74,7 @@ def test_failure_dsn_structure():
     assert per_recipient["Original-Recipient"] == "rfc822; Bob@remote.test"
     assert per_recipient["Action"] == "failed"
     assert per_recipient["Status"] == "5.1.1"
-    assert per_recipient["Remote-MTA"] == "dns; mx.remote.test[127.0.0.1]:25"
+    assert per_recipient["Remote-MTA"] == "dns; mx.remote.test"
     assert per_recipient["Diagnostic-Code"] == "smtp; 550 5.1.1 user unknown"
     assert "Last-Attempt-Date" in per_recipient
 
@@ -188,3 +188,16 @@ def test_hostile_reply_text_stays_one_field():
     per_recipient = status_blocks(report)[1]
     assert "X-Injected" not in per_recipient
     assert per_recipient["Diagnostic-Code"] == "smtp; 550 5.1.1 bad X-Injected: yes body"
+
+
+@pytest.mark.parametrize(
+    ("recorded", "expected"),
+    [
+        ("mx.remote.test[127.0.0.1]:25", "mx.remote.test"),
+        ("[127.0.0.1]:2626", "127.0.0.1"),
+        ("[::1]:25", "::1"),
+        ("relay.test", "relay.test"),
+    ],
+)
+def test_remote_mta_name_drops_address_and_port(recorded, expected):
+    assert dsn.remote_mta_name(recorded) == expected

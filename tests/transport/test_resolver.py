@@ -3,6 +3,7 @@ import pytest
 
 from mailhub.delivery.errors import PermanentDeliveryError, TemporaryDeliveryError
 from mailhub.delivery.resolver import resolve_mx_hosts
+from mailhub.delivery.types import RemoteHost
 
 
 @pytest.fixture(autouse=True)
@@ -183,3 +184,30 @@ def test_dns_over_tcp_answers(dns_server):
     response = dns.query.tcp(dns.message.make_query("remote.test", "MX"), "127.0.0.1", port=dns_server.port, timeout=2)
 
     assert [record.exchange.to_text() for record in response.answer[0]] == ["mx1.remote.test."]
+
+
+def test_address_literal_skips_dns(dns_server):
+    hosts = resolve_mx_hosts("[127.0.0.1]")
+
+    assert hosts == [RemoteHost("[127.0.0.1]", "127.0.0.1", 2525)]
+    assert dns_server.queries == []
+
+
+def test_ipv6_address_literal(dns_server):
+    assert resolve_mx_hosts("[IPv6:::1]") == [RemoteHost("[ipv6:::1]", "::1", 2525)]
+
+
+def test_private_address_literal_bounces(settings):
+    settings.MAILHUB_ALLOW_PRIVATE_MX = False
+
+    with pytest.raises(PermanentDeliveryError) as caught:
+        resolve_mx_hosts("[10.0.0.1]")
+
+    assert caught.value.reply.enhanced_code == "5.7.1"
+
+
+def test_invalid_address_literal_bounces():
+    with pytest.raises(PermanentDeliveryError) as caught:
+        resolve_mx_hosts("[999.1.1.1]")
+
+    assert caught.value.reply.enhanced_code == "5.1.2"
