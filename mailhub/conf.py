@@ -78,9 +78,12 @@ DEFAULTS = {
     "MAX_LINE_LENGTH": 64 * 1024,
     # Threads that run the listeners' database calls, so the event loop does not block on the DB.
     "SERVER_DB_THREADS": 8,
-    # Failed AUTH: after MAX_FAILURES within WINDOW seconds for one client address or one
-    # user name the session gets 421 4.7.0; each failure first waits DELAY seconds, doubled
-    # per recent failure up to MAX_DELAY.
+    # Failed AUTH. Per client address, at most MAX_FAILURES password checks may be in flight
+    # or have failed within WINDOW seconds; past that AUTH gets 421 4.7.0, and each failure
+    # reply first waits DELAY seconds, doubled per recent failure up to MAX_DELAY. Per user
+    # name, recent failures only delay every check of that name the same way (also up to
+    # MAX_DELAY) and never block it, so nobody can lock a user out from other addresses.
+    # 0 for MAX_FAILURES turns the per-address limit off.
     "AUTH_MAX_FAILURES": 5,
     "AUTH_FAILURE_WINDOW": 900,
     "AUTH_FAILURE_DELAY": 1.0,

@@ -68,6 +68,68 @@ def expand(address, depth=0):
     return destinations
 
 
+def has_postmaster(domain):
+    """Return whether a mailbox, an alias or the catch-all of ``domain`` takes mail for its postmaster.
+
+    RFC 5321 section 4.5.1 requires every domain that accepts mail to accept it for
+    "postmaster". Active flags are ignored, so an inactive domain can be prepared.
+    """
+    address = f"postmaster@{domain.name}"
+    if Mailbox.objects.filter(address=address).exists():
+        return True
+    return Alias.objects.filter(source__in=[address, f"@{domain.name}"]).exists()
+
+
+def find_alias_loop(candidate):
+    """Return the address chain that would loop if ``candidate`` (an unsaved or edited Alias) were saved, else None.
+
+    The walk follows the same look-ups as expand(): an exact alias first, then the
+    domain's catch-all when no mailbox matches, with ``candidate`` in place of its stored
+    version. A chain deeper than MAX_ALIAS_DEPTH is returned too, because expand() raises
+    AliasLoopError for it at delivery. Addresses of inactive domains are treated as final,
+    except in the candidate's own domain.
+    """
+    finished = set()
+
+    def walk(address, path):
+        key = lookup_key(address) if not address.startswith("@") else address
+        if key in path or len(path) > MAX_ALIAS_DEPTH:
+            return [*path, key]
+        if key in finished:
+            return None
+
+        alias = alias_for_check(key, candidate)
+        destinations = alias.destination_list() if alias is not None else []
+        for destination in destinations:
+            chain = walk(destination, [*path, key])
+            if chain is not None:
+                return chain
+
+        finished.add(key)
+        return None
+
+    return walk(candidate.source, [])
+
+
+def alias_for_check(key, candidate):
+    """Return the alias that expand() would use for ``key`` once ``candidate`` is saved, or None."""
+    if key == candidate.source:
+        return candidate
+    local_part, domain = split_address(key)
+    if domain != candidate.domain.name and not is_local_domain(domain):
+        return None
+
+    others = Alias.objects.filter(active=True, domain__active=True).exclude(pk=candidate.pk)
+    exact = others.filter(source=key).first()
+    if exact is not None:
+        return exact
+    if Mailbox.objects.filter(address=key, active=True).exists():
+        return None
+    if candidate.is_catch_all and domain == candidate.domain.name:
+        return candidate
+    return others.filter(source="@" + domain).first()
+
+
 def addresses_owned_by(user):
     """Return the lower-case addresses a user may send as: own mailboxes and aliases to them."""
     owned = set(Mailbox.objects.filter(user=user, active=True).values_list("address", flat=True))

@@ -1,5 +1,6 @@
 """The mailbox screens: domains, mailboxes, aliases and the mail stored in mailboxes."""
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Sum
 from django.shortcuts import get_object_or_404
@@ -8,6 +9,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
+from ..directory import has_postmaster
 from ..models import Alias, Domain, Mailbox, MailboxMessage
 from .message_view import decode_message, html_preview_response
 from .queue import raw_download
@@ -28,6 +30,16 @@ class DomainAdmin(admin.ModelAdmin):
                 alias_total=Count("aliases", distinct=True),
             )
         )
+
+    def save_model(self, request, domain, form, change):
+        super().save_model(request, domain, form, change)
+        if not has_postmaster(domain):
+            # RFC 5321 section 4.5.1 requires a postmaster address in every domain that accepts mail.
+            messages.warning(
+                request,
+                f"no postmaster@{domain.name} yet: add a mailbox or an alias for it, because RFC 5321 "
+                "requires every mail domain to accept mail for postmaster",
+            )
 
     @admin.display(description="mailboxes", ordering="mailbox_total")
     def mailbox_count(self, domain):
@@ -68,8 +80,27 @@ class MailboxAdmin(admin.ModelAdmin):
         return format_html('<a href="{}?mailbox__id__exact={}">View messages</a>', url, mailbox.pk)
 
 
+class AliasForm(forms.ModelForm):
+    replaces_mailbox = forms.BooleanField(
+        required=False,
+        label="Replace the mailbox",
+        help_text="Allow a source that is also a mailbox address. The alias then receives all of that mailbox's mail.",
+    )
+
+    class Meta:
+        model = Alias
+        fields = "__all__"
+
+    def clean(self):
+        cleaned_data = super().clean()
+        # Alias.clean() reads the flag during the model validation that follows this method.
+        self.instance.replaces_mailbox = cleaned_data.get("replaces_mailbox", False)
+        return cleaned_data
+
+
 @admin.register(Alias)
 class AliasAdmin(admin.ModelAdmin):
+    form = AliasForm
     list_display = ["source", "destination_summary", "active"]
     list_filter = ["active", "domain"]
     search_fields = ["source", "destinations"]

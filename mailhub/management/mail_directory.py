@@ -1,4 +1,5 @@
 """Look-ups shared by the maildomain, mailbox and mailalias commands, with errors that name the fix."""
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
 from ..addresses import normalize_domain, split_address, validate_address
@@ -51,6 +52,14 @@ def find_alias(source):
     if alias is None:
         raise CommandError(f"alias {source!r} not found; list aliases with 'manage.py mailalias list'")
     return alias
+
+
+def validate_row(instance, description, exclude=None):
+    """Run the model's full_clean(), the same checks as the admin, and raise CommandError with its messages."""
+    try:
+        instance.full_clean(exclude=exclude)
+    except ValidationError as error:
+        raise CommandError(f"{description}: {'; '.join(error.messages)}") from None
 
 
 def write_table(stdout, headings, rows):

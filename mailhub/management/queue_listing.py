@@ -30,8 +30,8 @@ def listed_messages(messages, recipients):
     return messages.order_by("created_at", "id").prefetch_related(listed).iterator(chunk_size=CHUNK_SIZE)
 
 
-def write_text(messages, stdout):
-    """Write the Postfix-style listing and return the number of messages written."""
+def write_text(messages, stdout, empty_text="Mail queue is empty"):
+    """Write the Postfix-style listing, or ``empty_text`` if there is nothing to list; return the number of messages written."""
     now = timezone.now()
     count = 0
     total_size = 0
@@ -45,7 +45,7 @@ def write_text(messages, stdout):
         total_size += message.size
 
     if count == 0:
-        stdout.write("Mail queue is empty")
+        stdout.write(empty_text)
         return 0
     stdout.write(format_summary(count, total_size))
     return count

@@ -3,10 +3,12 @@
 ``mailq`` and every ``mailqueue`` subcommand share these options, so an operator can
 check a selection with ``mailq`` before acting on it with the same options.
 """
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
 from ..addresses import normalize_domain
 from ..models import Message, Recipient
+from ..validators import validate_address_literal, validate_domain_name
 
 STATUS_CHOICES = [status.value for status in Recipient.Status]
 
@@ -49,7 +51,7 @@ def select_recipients(options, recipients=None):
     if queue_ids:
         recipients = recipients.filter(message__queue_id__in=queue_ids)
     if options["domain"]:
-        recipients = recipients.filter(domain__in=[normalize_domain(domain) for domain in options["domain"]])
+        recipients = recipients.filter(domain__in=checked_domains(options["domain"]))
     if options["status"]:
         recipients = recipients.filter(status__in=options["status"])
     return recipients
@@ -72,3 +74,22 @@ def checked_queue_ids(queue_ids):
             f"queue id not found: {', '.join(missing)}; list the queue with 'manage.py mailq --all'"
         )
     return queue_ids
+
+
+def checked_domains(domains):
+    """Return the --domain values normalised, or raise CommandError for one that no recipient can have.
+
+    An invalid domain would select nothing, and an operator would read "held 0 recipients"
+    as "nothing is queued there" instead of as a typo.
+    """
+    checked = []
+    for domain in domains:
+        try:
+            if domain.startswith("["):
+                validate_address_literal(domain)
+            else:
+                validate_domain_name(domain)
+        except ValidationError as error:
+            raise CommandError(f"invalid --domain: {'; '.join(error.messages)}") from None
+        checked.append(normalize_domain(domain))
+    return checked

@@ -1,8 +1,10 @@
 """Local mail: the domains mailhub serves, their mailboxes and aliases, and stored mail."""
 from django.conf import settings
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 from django.utils import timezone
 
+from .. import validators
 from ..addresses import normalize_domain
 
 
@@ -18,6 +20,15 @@ class Domain(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        # Normalised here, before validate_unique(), so "EXAMPLE.TEST" is reported as a
+        # duplicate of "example.test" instead of failing in the database.
+        try:
+            validators.validate_served_domain(self.name)
+        except ValidationError as error:
+            raise ValidationError({"name": error.error_list}) from None
+        self.name = normalize_domain(self.name)
 
     def save(self, *args, **kwargs):
         self.name = normalize_domain(self.name)
@@ -47,6 +58,21 @@ class Mailbox(models.Model):
     def __str__(self):
         return self.address
 
+    def clean(self):
+        self.local_part = self.local_part.lower()
+        try:
+            validators.validate_local_part(self.local_part)
+        except ValidationError as error:
+            raise ValidationError({"local_part": error.error_list}) from None
+        if self.domain_id is not None:
+            # TODO: a mailbox at an existing alias's source gets no mail, because the alias
+            # wins every look-up; reject it here as Alias.clean() does the other way round.
+            self.address = f"{self.local_part}@{self.domain.name}"
+
+    def validate_unique(self, exclude=None):
+        super().validate_unique(exclude=exclude)
+        check_computed_unique(self, "address", exclude, f"mailbox {self.address} already exists")
+
     def save(self, *args, **kwargs):
         self.local_part = self.local_part.lower()
         self.address = f"{self.local_part}@{self.domain.name}"
@@ -74,6 +100,67 @@ class Alias(models.Model):
     def __str__(self):
         return self.source
 
+    # Set to True to allow a source that is also a mailbox address: the alias then takes
+    # the mailbox's mail, because an exact alias wins over a mailbox in every look-up.
+    replaces_mailbox = False
+
+    def clean(self):
+        self.local_part = self.local_part.lower()
+        errors = {}
+        if self.local_part:
+            try:
+                validators.validate_local_part(self.local_part)
+            except ValidationError as error:
+                errors["local_part"] = error.error_list
+        try:
+            validators.validate_destinations(self.destination_list())
+        except ValidationError as error:
+            errors["destinations"] = error.error_list
+        if errors:
+            raise ValidationError(errors)
+        if self.domain_id is None:
+            return
+
+        self.source = f"{self.local_part}@{self.domain.name}"
+        self.check_mailbox_address()
+        self.check_loop()
+
+    def check_mailbox_address(self):
+        if self.replaces_mailbox or not Mailbox.objects.filter(address=self.source).exists():
+            return
+        raise ValidationError(
+            {
+                "local_part": ValidationError(
+                    "%(source)s is a mailbox address; an alias for it would take all of the mailbox's mail. "
+                    "Choose another address, or confirm that the alias replaces the mailbox",
+                    code="mailbox_exists",
+                    params={"source": self.source},
+                )
+            }
+        )
+
+    def check_loop(self):
+        # Imported here because mailhub.directory imports the models.
+        from ..directory import MAX_ALIAS_DEPTH, find_alias_loop
+
+        chain = find_alias_loop(self)
+        if chain is None:
+            return
+        kind = "loops back" if chain[-1] in chain[:-1] else f"is deeper than {MAX_ALIAS_DEPTH} levels"
+        raise ValidationError(
+            {
+                "destinations": ValidationError(
+                    "alias expansion %(kind)s: %(chain)s; change a destination so the chain ends at a mailbox or a remote address",
+                    code="alias_loop",
+                    params={"kind": kind, "chain": " -> ".join(chain)},
+                )
+            }
+        )
+
+    def validate_unique(self, exclude=None):
+        super().validate_unique(exclude=exclude)
+        check_computed_unique(self, "source", exclude, f"alias {self.source} already exists")
+
     def save(self, *args, **kwargs):
         self.local_part = self.local_part.lower()
         self.source = f"{self.local_part}@{self.domain.name}"
@@ -87,6 +174,22 @@ class Alias(models.Model):
         """Return the destination addresses in the order given, without blanks."""
         parts = self.destinations.replace(",", "\n").splitlines()
         return [part.strip() for part in parts if part.strip()]
+
+
+def check_computed_unique(instance, field_name, exclude, message):
+    """Raise ValidationError if another row has the value that clean() computed for ``field_name``.
+
+    Django's unique check skips fields that a form does not show, and these are computed
+    from the domain and the local part, so the error is put on the local part.
+    """
+    value = getattr(instance, field_name)
+    if not value:
+        return
+    duplicates = type(instance)._default_manager.filter(**{field_name: value}).exclude(pk=instance.pk)
+    if not duplicates.exists():
+        return
+    key = "local_part" if "local_part" not in (exclude or ()) else NON_FIELD_ERRORS
+    raise ValidationError({key: ValidationError(message, code="unique")})
 
 
 class MailboxMessage(models.Model):

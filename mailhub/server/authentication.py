@@ -19,34 +19,59 @@ class AuthCommands:
             await self.push(str(reply))
             return
 
-        throttle = self.listener.auth_throttle
-        if throttle.is_blocked(self.client.address):
+        # The place is reserved before the credentials are read, so sessions of one address
+        # running in parallel cannot start more password checks than AUTH_MAX_FAILURES.
+        attempt = self.listener.auth_throttle.reserve(self.client.address)
+        if attempt is None:
             logger.warning("client=%s AUTH blocked: too many failures", self.client.address)
             await self.close_with(replies.TOO_MANY_AUTH_FAILURES)
 
-        mechanism, _, initial = argument.partition(" ")
         try:
-            login, password = await self.read_credentials(mechanism.upper(), initial.strip())
+            await self.run_auth(attempt, argument)
+        finally:
+            attempt.settle()
+
+    async def run_auth(self, attempt, argument):
+        mechanism, _, initial = argument.partition(" ")
+        mechanism = mechanism.upper()
+        try:
+            login, password = await self.read_credentials(mechanism, initial.strip())
         except auth.CredentialsError as error:
-            logger.info("client=%s AUTH %s malformed: %s", self.client.address, mechanism.upper(), error)
-            await self.fail_auth("")
+            logger.info("client=%s AUTH %s malformed: %s", self.client.address, mechanism, error)
+            await self.fail_auth(attempt, "")
             return
         if login is None:
             return
 
-        user = None
-        if not throttle.is_blocked(self.client.address, login):
-            user = await self.run_db(auth.authenticate_login, login, password)
+        user = await self.check_password(attempt, login, password)
         if user is None:
-            await self.fail_auth(login)
+            await self.fail_auth(attempt, login)
             return
 
-        throttle.record_success(self.client.address, login)
+        attempt.succeed(login)
         self.client.authenticated_user = user
         self.client.login = login
         self.session.authenticated = True
-        logger.info("client=%s AUTH %s succeeded for %s", self.client.address, mechanism.upper(), login)
+        logger.info("client=%s AUTH %s succeeded for %s", self.client.address, mechanism, login)
         await self.push(str(replies.AUTH_OK))
+
+    async def check_password(self, attempt, login, password):
+        """Wait the user name's delay, then return the authenticated user or None.
+
+        A session that ends while the check runs counts as a failure of its address, so
+        dropping connections mid-check cannot run password checks past the limit.
+        """
+        delay = self.listener.auth_throttle.user_delay(login)
+        if delay:
+            logger.info(
+                "client=%s AUTH for %r delayed %.1f s after failures of that name", self.client.address, login, delay
+            )
+            await asyncio.sleep(delay)
+        try:
+            return await self.run_db(auth.authenticate_login, login, password)
+        except asyncio.CancelledError:
+            attempt.fail("")
+            raise
 
     def auth_precondition_error(self, argument):
         if not self.policy.offers_auth:
@@ -100,21 +125,23 @@ class AuthCommands:
             return None
         return line
 
-    async def fail_auth(self, login):
-        """Wait the throttle's delay, then reply 535, or 421 once the limit is reached.
+    async def fail_auth(self, attempt, login):
+        """Count the failure, wait the address's delay, then reply 535, or 421 at the limit.
 
         The same path runs for a wrong password, an unknown user and undecodable data.
         """
         throttle = self.listener.auth_throttle
-        delay = throttle.record_failure(self.client.address, login)
+        attempt.fail(login)
+        delay = throttle.address_delay(self.client.address)
+        address_failures, user_failures = throttle.recent_failures(self.client.address, login)
         logger.warning(
             "client=%s AUTH failed for %r, replying after %.1f s",
             self.client.address,
             login,
             delay,
-            extra={"recent_failures": throttle.recent_failures(self.client.address, login)},
+            extra={"address_failures": address_failures, "user_failures": user_failures},
         )
         await asyncio.sleep(delay)
-        if throttle.is_blocked(self.client.address, login):
+        if throttle.has_failed_too_often(self.client.address):
             await self.close_with(replies.TOO_MANY_AUTH_FAILURES)
         await self.push(str(replies.AUTH_FAILED))

@@ -88,6 +88,10 @@ class SubmissionPolicy:
         return replies.SENDER_NOT_OWNED.format(user=user.get_username())
 
     def check_recipient(self, client, recipient):
+        """Return UNKNOWN_USER for an undeliverable address in a local domain; any remote
+        recipient is accepted. Runs database queries."""
+        if directory.is_local_domain(domain_of(recipient)) and not directory.is_deliverable_locally(recipient):
+            return replies.UNKNOWN_USER
         return None
 
     def check_message(self, client, sender, raw):

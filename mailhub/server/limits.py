@@ -41,28 +41,68 @@ class ConnectionLimiter:
 
 
 class AuthThrottle:
-    """Track failed AUTH attempts per client address and per user name within a window.
+    """Bound AUTH password checks per client address and slow down guessing per user name.
 
-    The delay before a failure reply starts at AUTH_FAILURE_DELAY and doubles with each
-    recent failure of the address or the name, up to AUTH_FAILURE_MAX_DELAY; at
-    AUTH_MAX_FAILURES within AUTH_FAILURE_WINDOW seconds the session is closed with 421.
-    The state depends only on the failures seen, never on whether the user exists, so a
+    Per client address, at most AUTH_MAX_FAILURES password checks may be in flight or have
+    failed within AUTH_FAILURE_WINDOW seconds. An attempt reserves its place before the
+    check, so parallel sessions cannot all pass the limit at once. A success gives the
+    place back and a failure keeps it until the window moves on. Past the limit the
+    session is closed with 421 4.7.0, and each failure waits a growing delay first.
+
+    Per user name, failures only add a growing delay before every check of that name,
+    the correct password included, up to AUTH_FAILURE_MAX_DELAY. They never block the
+    name, so failures from other addresses cannot lock a user out. A correct password
+    is never counted as a failure.
+
+    The state depends only on the attempts seen, never on whether the user exists, so a
     wrong password and an unknown user get the same reply after the same delay.
     """
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
         self.failures = defaultdict(deque)
+        self.in_flight = Counter()
 
-    def keys(self, client_address, username):
-        keys = [("address", client_address)]
-        if username:
-            keys.append(("user", username.lower()))
-        return keys
+    def reserve(self, client_address):
+        """Return an AuthAttempt that holds one check against the address's limit, or None
+        when the address has reached AUTH_MAX_FAILURES."""
+        if self.is_blocked(client_address):
+            return None
+        self.in_flight[client_address] += 1
+        return AuthAttempt(self, client_address)
+
+    def release(self, client_address):
+        self.in_flight[client_address] -= 1
+        if self.in_flight[client_address] <= 0:
+            del self.in_flight[client_address]
+
+    def is_blocked(self, client_address):
+        """Return whether the address's failures and checks in flight reach AUTH_MAX_FAILURES."""
+        max_failures = conf.get("AUTH_MAX_FAILURES")
+        if not max_failures:
+            return False
+        used = self.count(("address", client_address)) + self.in_flight[client_address]
+        return used >= max_failures
+
+    def has_failed_too_often(self, client_address):
+        """Return whether the address's recorded failures alone reach AUTH_MAX_FAILURES."""
+        max_failures = conf.get("AUTH_MAX_FAILURES")
+        return bool(max_failures) and self.count(("address", client_address)) >= max_failures
+
+    def user_delay(self, username):
+        """Return the seconds to wait before checking a password for the user name."""
+        if not username:
+            return 0.0
+        return growing_delay(self.count(("user", username.lower())))
+
+    def address_delay(self, client_address):
+        """Return the seconds to wait before replying to a failure of the address."""
+        return growing_delay(self.count(("address", client_address)))
 
     def recent_failures(self, client_address, username=""):
-        """Return the larger recent failure count of the address and the user name."""
-        return max(self.count(key) for key in self.keys(client_address, username))
+        """Return the recent failure counts of the address and of the user name."""
+        user_failures = self.count(("user", username.lower())) if username else 0
+        return self.count(("address", client_address)), user_failures
 
     def count(self, key):
         times = self.failures.get(key)
@@ -76,20 +116,46 @@ class AuthThrottle:
             return 0
         return len(times)
 
-    def is_blocked(self, client_address, username=""):
-        max_failures = conf.get("AUTH_MAX_FAILURES")
-        return bool(max_failures) and self.recent_failures(client_address, username) >= max_failures
-
     def record_failure(self, client_address, username):
-        """Record a failure and return the delay in seconds to wait before replying."""
         now = self.clock()
-        for key in self.keys(client_address, username):
-            self.failures[key].append(now)
-        failures = self.recent_failures(client_address, username)
-        base_delay = conf.get("AUTH_FAILURE_DELAY")
-        return min(base_delay * (2 ** (failures - 1)), conf.get("AUTH_FAILURE_MAX_DELAY"))
+        self.failures[("address", client_address)].append(now)
+        if username:
+            self.failures[("user", username.lower())].append(now)
 
-    def record_success(self, client_address, username):
-        """Forget the user name's failures; the address keeps its count, so one good password
+    def record_success(self, username):
+        """Forget the user name's failures. The address keeps its count, so one good password
         does not reset guessing against other names from the same address."""
         self.failures.pop(("user", username.lower()), None)
+
+
+class AuthAttempt:
+    """One AUTH attempt's place against its client address's limit, settled exactly once."""
+
+    def __init__(self, throttle, client_address):
+        self.throttle = throttle
+        self.client_address = client_address
+        self.settled = False
+
+    def succeed(self, username):
+        self.settle()
+        self.throttle.record_success(username)
+
+    def fail(self, username):
+        """Count a failure for the address and, when given, the user name."""
+        if not self.settled:
+            self.settle()
+            self.throttle.record_failure(self.client_address, username)
+
+    def settle(self):
+        """Give the place back; a later succeed(), fail() or settle() changes nothing."""
+        if not self.settled:
+            self.settled = True
+            self.throttle.release(self.client_address)
+
+
+def growing_delay(failures):
+    """Return AUTH_FAILURE_DELAY doubled per failure after the first, up to AUTH_FAILURE_MAX_DELAY."""
+    if failures <= 0:
+        return 0.0
+    base_delay = conf.get("AUTH_FAILURE_DELAY")
+    return min(base_delay * (2 ** min(failures - 1, 32)), conf.get("AUTH_FAILURE_MAX_DELAY"))

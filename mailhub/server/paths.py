@@ -5,6 +5,7 @@ declares SMTPUTF8. Anything outside it is rejected, so CR, LF, NUL, control char
 spaces and trailing dots never reach a lookup or the spool. A source route
 (``<@a.test:user@b.test>``) is accepted and ignored, as RFC 5321 section 3.6.1 requires.
 """
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 UTF8_NON_ASCII = r"[^\x00-\x7f]"
 LABEL_ASCII = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 LABEL_UTF8 = r"(?:[A-Za-z0-9]|[^\x00-\x7f])(?:(?:[A-Za-z0-9-]|[^\x00-\x7f]){0,61}(?:[A-Za-z0-9]|[^\x00-\x7f]))?"
-ADDRESS_LITERAL = r"\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]"
+ADDRESS_LITERAL = r"\[(?:[0-9.]{7,15}|(?i:IPv6):[0-9A-Fa-f:.]{2,45})\]"
 QUOTED_STRING = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
 QUOTED_STRING_UTF8 = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|[^\x00-\x7f]|\\[\x20-\x7e])*"'
 
@@ -60,7 +61,10 @@ def parse_command_argument(argument, keyword):
         end = rest.find(">")
         if end < 0:
             raise PathError("unterminated <path>")
-        return rest[: end + 1], rest[end + 1:]
+        parameter_text = rest[end + 1:]
+        if parameter_text and not parameter_text.startswith(" "):
+            raise PathError("parameters must follow the path after a space")
+        return rest[: end + 1], parameter_text
     path, _, params = rest.partition(" ")
     return path, " " + params if params else ""
 
@@ -84,10 +88,25 @@ def parse_path(path_text, *, utf8, allow_null, postmaster_domain=""):
 
     local = match.group("local")
     domain = match.group("domain")
+    if domain.startswith("[") and not is_valid_address_literal(domain[1:-1]):
+        raise PathError("invalid address literal")
     local = unquote_simple_local_part(local)
     if len(local.encode("utf-8")) > MAX_LOCAL_PART or len(domain.encode("utf-8")) > MAX_DOMAIN:
         raise PathError("address too long")
     return f"{local}@{domain}"
+
+
+def is_valid_address_literal(literal):
+    """Return whether ``literal`` (without brackets) is an IPv4 dotted quad or "IPv6:" and an
+    IPv6 address, the two forms of RFC 5321 section 4.1.3 that the grammar above admits."""
+    if literal[:5].upper() == "IPV6:":
+        try:
+            ipaddress.IPv6Address(literal[5:])
+        except ValueError:
+            return False
+        return True
+    octets = literal.split(".")
+    return len(octets) == 4 and all(re.fullmatch(r"[0-9]{1,3}", octet) and int(octet) <= 255 for octet in octets)
 
 
 def unquote_simple_local_part(local):

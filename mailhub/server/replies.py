@@ -13,6 +13,10 @@ class Reply:
     text: str
 
     def __str__(self):
+        # RFC 3463 defines enhanced status codes for the classes 2, 4 and 5 only, so a 3xx reply
+        # such as 354 carries none.
+        if not self.enhanced_code:
+            return f"{self.code} {self.text}"
         return f"{self.code} {self.enhanced_code} {self.text}"
 
     def with_text(self, text):

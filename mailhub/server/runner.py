@@ -77,14 +77,14 @@ class Listener:
         return MailhubSMTP(self)
 
 
-async def start_servers(addresses, certificate_store=None):
+async def start_servers(addresses, certificate_store=None, *, connection_limiter=None, auth_throttle=None):
     """Bind every listener and return [(ListenerAddress with the bound port, asyncio.Server)]."""
     loop = asyncio.get_running_loop()
     if certificate_store is None:
         certificate_store = tls.configured_store()
     # One limiter and one throttle for all listeners, so the limits count the whole process.
-    limiter = ConnectionLimiter()
-    throttle = AuthThrottle()
+    limiter = connection_limiter if connection_limiter is not None else ConnectionLimiter()
+    throttle = auth_throttle if auth_throttle is not None else AuthThrottle()
 
     started = []
     try:
@@ -123,12 +123,20 @@ class ListenerThread:
         self.addresses = addresses
         self.certificate_store = certificate_store
         self.loop = asyncio.new_event_loop()
+        self.connection_limiter = ConnectionLimiter()
+        self.auth_throttle = AuthThrottle()
         self.thread = threading.Thread(target=self.loop.run_forever, name="mailhub-listeners", daemon=True)
         self.started = []
 
     def start(self, timeout=30):
         self.thread.start()
-        future = asyncio.run_coroutine_threadsafe(start_servers(self.addresses, self.certificate_store), self.loop)
+        starting = start_servers(
+            self.addresses,
+            self.certificate_store,
+            connection_limiter=self.connection_limiter,
+            auth_throttle=self.auth_throttle,
+        )
+        future = asyncio.run_coroutine_threadsafe(starting, self.loop)
         self.started = future.result(timeout)
         return self
 

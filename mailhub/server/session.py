@@ -49,6 +49,8 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
         self.data_started_at = 0.0
         self.data_bytes = 0
         self.last_block_at = 0.0
+        self.tls_handshake_running = False
+        self.ended = False
         store = listener.certificate_store
         # aiosmtpd sizes its StreamReader buffer with this, and a DATA line up to
         # MAX_LINE_LENGTH must fit in it for readuntil() to return it whole.
@@ -84,9 +86,25 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
             self.last_block_at = self.loop.time()
         super().data_received(data)
 
+    def _reset_timeout(self, duration=None):
+        # A session whose command loop has ended keeps no timer, because its transport may
+        # already be gone (a failed TLS handshake never calls connection_lost here).
+        if self.ended:
+            return
+        super()._reset_timeout(duration)
+
+    def cancel_timeout(self):
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+
     def _timeout_cb(self):
         """Close an idle session; in DATA only once no block arrived for SERVER_DATA_TIMEOUT
         seconds or the average rate fell below SERVER_MIN_DATA_RATE."""
+        if self.ended or self.transport is None or self.transport.is_closing():
+            return
+        if self.tls_handshake_running:
+            # The handshake has its own timeout of the same length, which aborts the connection.
+            return
         if self.pending_db_calls:
             # The client waits for the server's reply, so it is not idle: storing a large
             # message may take longer than the command timeout.
@@ -99,9 +117,8 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
                 self._timeout_handle = self.loop.call_later(remaining, self._timeout_cb)
                 return
         logger.info("client=%s session timed out%s", self.client.address, " in DATA" if self.in_data else "")
-        if self.transport is not None:
-            self.transport.write(f"{replies.COMMAND_TIMEOUT}\r\n".encode())
-            self.transport.close()
+        self.transport.write(f"{replies.COMMAND_TIMEOUT}\r\n".encode())
+        self.transport.close()
 
     def data_deadline(self):
         data_timeout = conf.get("SERVER_DATA_TIMEOUT")
@@ -155,6 +172,8 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
             self._writer.close()
             raise
         finally:
+            self.ended = True
+            self.cancel_timeout()
             self.in_data = False
             if self.counted_connection:
                 self.listener.connection_limiter.release(self.client.address)
@@ -388,14 +407,23 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
         self._original_transport.set_protocol(self._tls_protocol)
         self.transport = self._tls_protocol._app_transport
         self._tls_protocol.connection_made(self._original_transport)
+        self.tls_handshake_running = True
         try:
             await waiter
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - any handshake failure ends only this session
             logger.info("client=%s TLS handshake failed: %s", self.client.address, error)
-            self.transport.close()
+            self._original_transport.close()
             raise SessionClosed("TLS handshake failed") from error
+        finally:
+            self.tls_handshake_running = False
+
+        # A connection closed during the handshake may wake the waiter without an error.
+        if self._tls_protocol._app_transport is None or self.transport.is_closing():
+            logger.info("client=%s closed the connection during the TLS handshake", self.client.address)
+            self._original_transport.close()
+            raise SessionClosed("connection closed during the TLS handshake")
         self.client.authenticated_user = None
         self.client.helo_name = ""
 

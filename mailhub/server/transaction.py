@@ -2,6 +2,7 @@
 import asyncio
 import ipaddress
 import logging
+import re
 import time
 
 from .. import conf, spool
@@ -17,6 +18,8 @@ from .tls import describe_tls
 logger = logging.getLogger(__name__)
 
 NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+# str.isdigit() also accepts digits of other scripts, such as full-width "１２".
+ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 class TransactionCommands:
@@ -78,7 +81,7 @@ class TransactionCommands:
         """Check MAIL's ESMTP parameters and keep the DSN ones; return a Reply for a bad one."""
         for keyword, value in parameters.items():
             if keyword == "SIZE":
-                if not isinstance(value, str) or not value.isdigit():
+                if not isinstance(value, str) or not ASCII_DIGITS.fullmatch(value):
                     return replies.BAD_PARAMETER.format(parameter="SIZE")
                 if int(value) > conf.get("MAX_MESSAGE_SIZE"):
                     return replies.SIZE_EXCEEDED
@@ -109,8 +112,6 @@ class TransactionCommands:
         reply = self.transaction_precondition_error()
         if reply is None and self.envelope.mail_from is None:
             reply = replies.NEED_MAIL
-        if reply is None and len(self.client.recipients) >= conf.get("MAX_RECIPIENTS"):
-            reply = replies.TOO_MANY_RECIPIENTS
         if reply is not None:
             await self.reply(reply, ("RCPT", ""))
             return
@@ -133,6 +134,8 @@ class TransactionCommands:
             return
 
         recipient, reply = build_envelope_recipient(address, parameters)
+        if reply is None and len(self.client.recipients) >= conf.get("MAX_RECIPIENTS"):
+            reply = replies.TOO_MANY_RECIPIENTS
         if reply is None:
             reply = await self.check_recipient(address)
         if reply is not None:
@@ -164,7 +167,9 @@ class TransactionCommands:
         parser = await self.receive_data()
 
         reply = data_verdict_reply(parser)
-        if reply is None:
+        if reply is not None:
+            self.log_rejected_message(reply)
+        else:
             reply = await self.store(parser.content)
         self._set_post_data_state()
         await self.push(str(reply))

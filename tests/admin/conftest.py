@@ -92,9 +92,11 @@ def operator_client(db, django_user_model):
         "hold_message",
         "bounce_message",
         "delete_message",
+        "add_domain",
         "change_domain",
         "change_mailbox",
         "add_mailbox",
+        "add_alias",
         "change_alias",
         "delete_mailboxmessage",
     ]

@@ -197,3 +197,23 @@ def test_passwd_without_user_fails():
 
     with pytest.raises(CommandError, match="has no owning user"):
         run("mailbox", "passwd", "nobody@example.com", "--password", PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("a b@example.com", "contains a space"),
+        ("<script>@example.com", "contains '<'"),
+        ("bob@@example.com", "contains '@'"),
+        (".bob@example.com", "starts or ends with a dot"),
+        ("bo..b@example.com", "two dots"),
+        ('"bob"@example.com', "quoted local part"),
+        ("b" * 65 + "@example.com", "longer than 64 octets"),
+    ],
+)
+def test_add_invalid_address_creates_no_user(address, reason):
+    with pytest.raises(CommandError, match=f"not added: .*{reason}"):
+        run("mailbox", "add", address, "--password", PASSWORD)
+
+    assert Mailbox.objects.count() == 0
+    assert get_user_model().objects.count() == 0

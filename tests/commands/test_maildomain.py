@@ -41,6 +41,56 @@ def test_add_invalid_name_fails():
         run("maildomain", "add", "localhost")
 
 
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("bad..test", "empty label"),
+        ("*.example.com", "wildcard"),
+        ("bad domain.test", "space"),
+        ("127.0.0.1", "IP address"),
+        ("[127.0.0.1]", "address literal"),
+        ("under_score.test", "invalid label"),
+        ("a" * 64 + ".test", "longer than 63"),
+        (("a" * 60 + ".") * 5 + "test", "longer than 253"),
+        ("xn--zz.test", "not a valid internationalised domain name"),
+    ],
+)
+def test_add_rejects_invalid_names(name, reason):
+    with pytest.raises(CommandError, match=reason):
+        run("maildomain", "add", name)
+
+    assert Domain.objects.count() == 0
+
+
+def test_add_prints_postmaster_hint():
+    output = run("maildomain", "add", "example.com")
+
+    assert "no postmaster@example.com yet" in output
+    assert "manage.py mailalias add postmaster@example.com you@example.com" in output
+
+
+def test_add_with_postmaster_alias():
+    output = run("maildomain", "add", "example.com", "--postmaster", "admin@remote.test")
+
+    alias = Alias.objects.get()
+    assert alias.source == "postmaster@example.com"
+    assert alias.destination_list() == ["admin@remote.test"]
+    assert "alias postmaster@example.com added, to admin@remote.test" in output
+    assert "no postmaster" not in output
+
+
+@pytest.mark.parametrize(
+    ("postmaster", "reason"),
+    [("admin@@remote.test", "exactly one '@'"), ("postmaster@example.com", "loops back")],
+)
+def test_add_with_invalid_postmaster_adds_nothing(postmaster, reason):
+    with pytest.raises(CommandError, match=f"postmaster alias is invalid: .*{reason}"):
+        run("maildomain", "add", "example.com", "--postmaster", postmaster)
+
+    assert Domain.objects.count() == 0
+    assert Alias.objects.count() == 0
+
+
 def test_remove_empty_domain():
     run("maildomain", "add", "example.com")
 

@@ -106,6 +106,31 @@ def test_filter_by_queue_id():
     assert "b@remote.test" not in output
 
 
+def test_bounced_message_shown_by_queue_id():
+    bounced = queue_message("gone@remote.test")
+    set_recipient(bounced, "gone@remote.test", status=Recipient.Status.BOUNCED, reply_code=550, reply_text="No such user")
+
+    output = run("mailq", bounced.queue_id)
+
+    assert "Mail queue is empty" not in output
+    assert bounced.queue_id in output
+    assert "gone@remote.test  (bounced" in output
+    assert "550 No such user" in output
+
+
+def test_selection_matching_nothing_says_so():
+    queue_message("bob@remote.test")
+
+    output = run("mailq", "--domain", "other.test")
+
+    assert "No queued mail matches the selection" in output
+
+
+def test_invalid_domain_selection_fails():
+    with pytest.raises(CommandError, match="invalid --domain: domain 'bad domain!'"):
+        run("mailq", "--domain", "bad domain!")
+
+
 def test_unknown_queue_id_fails():
     with pytest.raises(CommandError, match="queue id not found: NOSUCHID"):
         run("mailq", "nosuchid")

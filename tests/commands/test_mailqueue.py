@@ -1,4 +1,5 @@
 """manage.py mailqueue flush|hold|release|requeue|bounce|delete|purge."""
+import re
 from datetime import timedelta
 
 import pytest
@@ -42,7 +43,7 @@ def test_flush_makes_deferred_due(queue, django_capture_on_commit_callbacks):
     assert bob.status == Recipient.Status.QUEUED
     assert bob.next_attempt_at <= timezone.now()
     assert status_of("dave@remote.test") == Recipient.Status.HELD
-    assert output.strip() == "flushed 2 recipients"
+    assert output.strip().startswith("flushed 2 recipients; skipped 1 recipient: 1 held")
     assert len(hints) == 1
 
 
@@ -90,8 +91,50 @@ def test_hold_skips_leased_recipient(queue):
 
     assert "would hold 1 recipient" in preview
     assert "bob@remote.test  deferred  (skipped: a worker is delivering it)" in preview
-    assert output.strip() == "held 1 recipient"
+    assert output.strip() == "held 1 recipient; skipped 1 recipient: 1 being delivered by a worker"
     assert status_of("bob@remote.test") == Recipient.Status.DEFERRED
+
+
+def test_flush_held_message_says_skipped(queue):
+    _, held = queue
+
+    output = run("mailqueue", "flush", held.queue_id)
+    preview = run("mailqueue", "flush", held.queue_id, "--dry-run")
+
+    assert output.strip() == (
+        "flushed 0 recipients; skipped 1 recipient: 1 held "
+        "(release held mail first with 'manage.py mailqueue release QUEUE_ID')"
+    )
+    assert "would flush 0 recipients; skipped 1 recipient: 1 held" in preview
+    assert status_of("dave@remote.test") == Recipient.Status.HELD
+
+
+def test_hold_bounced_message_says_skipped(queue):
+    first, _ = queue
+    set_recipient(first, "carol@other.test", status=Recipient.Status.BOUNCED)
+
+    output = run("mailqueue", "hold", first.queue_id)
+
+    assert output.strip() == "held 1 recipient; skipped 1 recipient: 1 bounced"
+
+
+@pytest.mark.parametrize("domain", ["bad domain!", "bad..test", "[1.2.3]"])
+def test_invalid_domain_fails(queue, domain):
+    before = spool_snapshot()
+
+    with pytest.raises(CommandError, match=f"invalid --domain: .*{re.escape(domain)}"):
+        run("mailqueue", "hold", "--domain", domain)
+
+    assert spool_snapshot() == before
+
+
+def test_address_literal_domain_selects(queue):
+    literal = queue_message("root@[192.0.2.1]")
+
+    output = run("mailqueue", "hold", "--domain", "[192.0.2.1]")
+
+    assert output.strip() == "held 1 recipient"
+    assert Recipient.objects.get(message=literal).status == Recipient.Status.HELD
 
 
 def test_release_held(queue, django_capture_on_commit_callbacks):

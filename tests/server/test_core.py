@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 
 from mailhub.models import Domain, Mailbox, Message, Recipient
+from mailhub.server import replies
 
 from .conftest import PASSWORD, RawClient, message_text, proxy_v1_header, stored_messages
 
@@ -204,3 +205,72 @@ def test_proxy_header_before_implicit_tls(mail_listeners, directory, settings):
 
     assert greeting[0] == 220
     assert auth[0] == 235
+
+
+@pytest.mark.parametrize(
+    "line, reply",
+    [
+        ("MAIL FROM:<x@remote.test> SIZE=\uff11\uff12", "501 5.5.4"),
+        ("MAIL FROM:<x@remote.test>SIZE=1", "501 5.5.4"),
+        ("MAIL FROM:<x@[999.1.1.1]>", "501 5.1.3"),
+        ("MAIL FROM:<x@[1.2.3.4.5]>", "501 5.1.3"),
+        ("MAIL FROM:<x@[IPv6:12345::1]>", "501 5.1.3"),
+        ("MAIL FROM:<x@[IPv6:1:2:3]>", "501 5.1.3"),
+    ],
+)
+def test_lenient_mail_arguments_rejected(mail_listeners, directory, raw_client, line, reply):
+    client = raw_client("mx")
+    client.command("EHLO client.test")
+    code, lines = client.command(line)
+    rcpt = client.command("RCPT TO:<bob@local.test>")
+
+    assert code == 501
+    assert lines[0].startswith(reply)
+    assert rcpt[0] == 503
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "MAIL FROM:<x@remote.test> SIZE=12",
+        "MAIL FROM:<x@[192.0.2.1]>",
+        "MAIL FROM:<x@[255.255.255.255]>",
+        "MAIL FROM:<x@[IPv6:2001:db8::1]>",
+        "MAIL FROM:<x@[ipv6:::ffff:192.0.2.1]>",
+    ],
+)
+def test_valid_mail_arguments_accepted(mail_listeners, directory, raw_client, line):
+    client = raw_client("mx")
+    client.command("EHLO client.test")
+    code, lines = client.command(line)
+
+    assert code == 250, lines
+
+
+def test_rcpt_address_literal_checked(mail_listeners, directory, raw_client):
+    client = raw_client("mx")
+    client.command("EHLO client.test")
+    client.command("MAIL FROM:<x@remote.test>")
+    code, lines = client.command("RCPT TO:<bob@[300.0.0.1]>")
+
+    assert code == 501
+    assert lines[0].startswith("501 5.1.3")
+
+
+def test_data_reply_without_enhanced_code(mail_listeners, directory, raw_client):
+    client = raw_client("mx")
+    client.command("EHLO client.test")
+    client.command("MAIL FROM:<x@remote.test>")
+    client.command("RCPT TO:<bob@local.test>")
+    code, lines = client.command("DATA")
+
+    assert code == 354
+    assert lines == ["354 End data with <CR><LF>.<CR><LF>"]
+
+
+def test_reply_table_has_single_spaces():
+    table = [value for value in vars(replies).values() if isinstance(value, replies.Reply)]
+    texts = [str(reply) for reply in table]
+
+    assert len(table) > 40
+    assert [text for text in texts if "  " in text] == []

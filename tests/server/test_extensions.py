@@ -1,12 +1,18 @@
 """EHLO lists per listener, AUTH availability, and TLS as real clients (smtplib, swaks, openssl) see them."""
+import logging
 import re
 import shutil
+import socket
+import ssl
 import subprocess
+import time
+import warnings
 
 import pytest
 
 from mailhub.models import Message
 
+from ..support.waiting import wait_for
 from .conftest import PASSWORD, message_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -198,3 +204,57 @@ def test_certificate_replaced_without_restart(mail_listeners, tmp_path):
     assert "renewed.mailhub.test" not in first.stdout
     assert "CN = renewed.mailhub.test" in second.stdout or "CN=renewed.mailhub.test" in second.stdout
     assert "Verify return code: 0 (ok)" in second.stdout
+
+
+def abort_handshakes(mail_listeners):
+    """Start TLS handshakes on the implicit-TLS port that never complete, in four ways."""
+    address = (mail_listeners.host, mail_listeners.submissions_port)
+
+    socket.create_connection(address, timeout=10).close()
+
+    plaintext = socket.create_connection(address, timeout=10)
+    plaintext.sendall(b"EHLO client.test\r\n")
+    try:
+        plaintext.recv(1024)
+    except OSError:
+        pass
+    plaintext.close()
+
+    tls10 = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls10.check_hostname = False
+    tls10.verify_mode = ssl.CERT_NONE
+    tls10.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tls10.minimum_version = tls10.maximum_version = ssl.TLSVersion.TLSv1
+    with socket.create_connection(address, timeout=10) as raw, pytest.raises((ssl.SSLError, OSError)):
+        tls10.wrap_socket(raw, server_hostname="mailhub.test")
+
+    # Connects and sends nothing, so the handshake times out on the server.
+    return socket.create_connection(address, timeout=10)
+
+
+def test_aborted_tls_handshakes_leave_no_traceback(mail_listeners, settings, caplog):
+    settings.MAILHUB_SERVER_COMMAND_TIMEOUT = 1
+    caplog.set_level(logging.INFO)
+    idle = abort_handshakes(mail_listeners)
+    limiter = mail_listeners.thread.connection_limiter
+    wait_for(lambda: limiter.total == 0, timeout=30, describe="every aborted session to end")
+    idle.close()
+    # Longer than the command timeout, so a timer that a dead session left behind would fire.
+    time.sleep(2.5)
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+    failed = [record for record in caplog.records if "TLS handshake failed" in record.getMessage()]
+
+    assert [record.getMessage() for record in errors] == []
+    assert limiter.total == 0
+    assert len(failed) >= 3
+
+
+def test_session_usable_after_aborted_handshakes(mail_listeners, settings):
+    settings.MAILHUB_SERVER_COMMAND_TIMEOUT = 1
+    abort_handshakes(mail_listeners).close()
+    with mail_listeners.smtp("submissions") as client:
+        features = ehlo_features(client)
+
+    assert features == COMMON | {"auth"}

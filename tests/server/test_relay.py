@@ -204,6 +204,20 @@ def test_authenticated_submission_relays(mail_listeners, directory):
     assert sorted(Message.objects.get().recipients.values_list("domain", flat=True)) == ["local.test", "remote.test"]
 
 
+def test_submission_rejects_unknown_local_recipient(mail_listeners, directory):
+    with mail_listeners.smtp("submissions") as client:
+        client.login("alice", PASSWORD)
+        client.mail("alice@local.test")
+        unknown = client.rcpt("nobody@local.test")
+        alias = client.rcpt("sales@local.test")
+        remote = client.rcpt("user@remote.test")
+
+    assert unknown[0] == 550
+    assert unknown[1].startswith(b"5.1.1")
+    assert alias[0] == 250
+    assert remote[0] == 250
+
+
 def test_forged_sender_to_unknown_user_leaves_no_bounce(mail_listeners, directory, raw_client):
     client = raw_client("mx")
     client.command("EHLO client.test")

@@ -1,5 +1,7 @@
 """SMTP smuggling and STARTTLS injection: only <CRLF>.<CRLF> ends DATA; pipelined
 plaintext after STARTTLS has no effect."""
+import logging
+
 import pytest
 
 from mailhub.models import Alias, Message
@@ -147,3 +149,30 @@ def test_shell_metacharacters_kept_literal(mail_listeners, directory, raw_client
     assert code == 250
     assert message.envelope_sender == "`id`${PATH}|x&y@remote.test"
     assert message.recipients.get().address == "${jndi}|$HOME&`id`@local.test"
+
+
+@pytest.mark.parametrize(
+    "content, reply",
+    [
+        (b"Subject: lf\r\n\r\nfirst\n.\nsecond\r\n", "550 5.5.2"),
+        (b"Subject: nul\r\n\r\na\x00b\r\n", "554 5.6.0"),
+        (b"Subject: long\r\n\r\n" + b"x" * 2000 + b"\r\n", "554 5.6.0"),
+    ],
+    ids=["bare-lf", "nul", "long-line"],
+)
+def test_data_rejection_logged(mail_listeners, directory, raw_client, settings, caplog, content, reply):
+    settings.MAILHUB_MAX_LINE_LENGTH = 1000
+    caplog.set_level(logging.INFO, logger="mailhub.server")
+    client = raw_client("mx")
+    open_transaction(client)
+    code, lines = client.command(content + b".\r\n")
+    logged = [record.getMessage() for record in caplog.records if "rejected DATA" in record.getMessage()]
+
+    assert code == int(reply[:3])
+    assert lines[0].startswith(reply)
+    assert len(logged) == 1
+    assert "client=127.0.0.1" in logged[0]
+    assert "from=<x@remote.test>" in logged[0]
+    assert "to=<bob@local.test>" in logged[0]
+    assert f"reply={reply}" in logged[0]
+    assert Message.objects.count() == 0

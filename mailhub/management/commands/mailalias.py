@@ -3,8 +3,8 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...models import Alias
-from ..mail_directory import checked_address, find_alias, find_domain, parse_alias_source, write_table
+from ...models import Alias, Mailbox
+from ..mail_directory import find_alias, find_domain, parse_alias_source, validate_row, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,11 @@ class Command(BaseCommand):
         add.add_argument("source", help='The alias address, such as info@example.com, or "@example.com" for a catch-all.')
         add.add_argument("destinations", nargs="+", metavar="DESTINATION", help="A destination address, local or remote.")
         add.add_argument("--inactive", action="store_true", help="Add the alias without using it yet.")
+        add.add_argument(
+            "--force",
+            action="store_true",
+            help="Allow a source that is also a mailbox address; the alias then receives all of that mailbox's mail.",
+        )
 
         remove = actions.add_parser("remove", help="Remove an alias.", description="Remove an alias.")
         remove.add_argument("source", help='The alias address, or "@example.com" for a catch-all.')
@@ -35,7 +40,7 @@ class Command(BaseCommand):
 
     def handle_add(self, options):
         local_part, domain = parse_alias_source(options["source"])
-        destinations = [checked_address(destination) for destination in options["destinations"]]
+        destinations = [destination.strip() for destination in options["destinations"]]
         source = f"{local_part}@{domain.name}"
         existing = Alias.objects.filter(source=source).first()
         if existing is not None:
@@ -43,15 +48,23 @@ class Command(BaseCommand):
                 f"alias {source} already exists, to {', '.join(existing.destination_list())}; "
                 f"remove it first with 'manage.py mailalias remove {source}'"
             )
+        if Mailbox.objects.filter(address=source).exists() and not options["force"]:
+            raise CommandError(
+                f"{source} is a mailbox address, and an alias for it would take all of the mailbox's mail; "
+                "choose another address, or pass --force if the alias should replace the mailbox"
+            )
 
-        alias = Alias.objects.create(
+        alias = Alias(
             domain=domain,
             local_part=local_part,
             destinations="\n".join(destinations),
             active=not options["inactive"],
         )
+        alias.replaces_mailbox = options["force"]
+        validate_row(alias, f"alias {source} not added")
+        alias.save()
 
-        logger.info("alias %s added destinations=%d", alias.source, len(destinations))
+        logger.info("alias %s added destinations=%d replaces_mailbox=%s", alias.source, len(destinations), options["force"])
         self.stdout.write(f"alias {alias.source} added, to {', '.join(destinations)}")
 
     def handle_remove(self, options):

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import Count, Sum
 
 from ...models import Mailbox
-from ..mail_directory import find_domain, find_mailbox, parse_mailbox_address, write_table
+from ..mail_directory import find_domain, find_mailbox, parse_mailbox_address, validate_row, write_table
 from ..passwords import add_password_argument, read_new_password
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ class Command(BaseCommand):
             raise CommandError(
                 f"mailbox {address} already exists; set its password with 'manage.py mailbox passwd {address}'"
             )
+        mailbox = Mailbox(domain=domain, local_part=local_part, active=not options["inactive"])
+        # Validated before the owning user is created, so a rejected address leaves no user behind.
+        validate_row(mailbox, f"mailbox {address} not added", exclude=["user"])
         username = options["user"] or address
 
         user_model = get_user_model()
@@ -79,7 +82,8 @@ class Command(BaseCommand):
         with transaction.atomic():
             if created:
                 user.save()
-            Mailbox.objects.create(domain=domain, local_part=local_part, user=user, active=not options["inactive"])
+            mailbox.user = user
+            mailbox.save()
 
         logger.info("mailbox %s added user=%s user_created=%s", address, username, created)
         owner = "new user" if created else "existing user"

@@ -1,12 +1,16 @@
 """``manage.py maildomain add|remove|list``: the mail domains that mailhub serves."""
 import logging
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from django.db.models import Count
 
 from ...addresses import normalize_domain
-from ...models import Domain, MailboxMessage
-from ..mail_directory import find_domain, write_table
+from ...directory import has_postmaster
+from ...models import Alias, Domain, MailboxMessage
+from ...validators import validate_served_domain
+from ..mail_directory import find_domain, validate_row, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +24,11 @@ class Command(BaseCommand):
         add = actions.add_parser("add", help="Serve a new mail domain.", description="Serve a new mail domain.")
         add.add_argument("name", help="The domain, such as example.com; a Unicode domain is stored as its A-label.")
         add.add_argument("--inactive", action="store_true", help="Add the domain without accepting mail for it yet.")
+        add.add_argument(
+            "--postmaster",
+            metavar="ADDRESS",
+            help="Also add the alias postmaster@DOMAIN to this address, local or remote (RFC 5321 requires a postmaster).",
+        )
 
         remove_help = "Stop serving a domain; --cascade also deletes its mailboxes, their mail and its aliases."
         remove = actions.add_parser("remove", help=remove_help, description=remove_help)
@@ -37,16 +46,32 @@ class Command(BaseCommand):
         getattr(self, f"handle_{action}")(options)
 
     def handle_add(self, options):
-        name = normalize_domain(options["name"])
-        if not name or "." not in name.strip("[]"):
-            raise CommandError(f"invalid domain {options['name']!r}; give a domain such as example.com")
+        name = checked_domain_name(options["name"])
         if Domain.objects.filter(name=name).exists():
             raise CommandError(f"domain {name} already exists; list domains with 'manage.py maildomain list'")
 
-        Domain.objects.create(name=name, active=not options["inactive"])
+        with transaction.atomic():
+            domain = Domain(name=name, active=not options["inactive"])
+            validate_row(domain, f"domain {name} not added")
+            domain.save()
+            if options["postmaster"]:
+                self.add_postmaster_alias(domain, options["postmaster"])
 
         logger.info("domain %s added", name)
         self.stdout.write(f"domain {name} added" + (" (inactive)" if options["inactive"] else ""))
+        if options["postmaster"]:
+            self.stdout.write(f"alias postmaster@{name} added, to {options['postmaster'].strip()}")
+        elif not has_postmaster(domain):
+            self.stdout.write(
+                f"no postmaster@{name} yet, which RFC 5321 requires: add one with "
+                f"'manage.py mailalias add postmaster@{name} you@{name}'"
+            )
+
+    def add_postmaster_alias(self, domain, address):
+        alias = Alias(domain=domain, local_part="postmaster", destinations=address.strip())
+        validate_row(alias, f"domain {domain.name} not added, because its postmaster alias is invalid")
+        alias.save()
+        logger.info("alias %s added destinations=1", alias.source)
 
     def handle_remove(self, options):
         domain = find_domain(options["name"])
@@ -87,3 +112,12 @@ class Command(BaseCommand):
             self.stdout.write("no domains; add one with 'manage.py maildomain add example.com'")
             return
         write_table(self.stdout, ["DOMAIN", "ACTIVE", "MAILBOXES", "ALIASES"], rows)
+
+
+def checked_domain_name(name):
+    """Return ``name`` normalised (lower case, A-label), or raise CommandError saying why it is invalid."""
+    try:
+        validate_served_domain(name.strip())
+    except ValidationError as error:
+        raise CommandError("; ".join(error.messages)) from None
+    return normalize_domain(name)

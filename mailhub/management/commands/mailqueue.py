@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Count
 from django.utils import timezone
 
 from ... import conf, queue
@@ -136,24 +137,27 @@ class Command(BaseCommand):
 
     def run_recipient_action(self, name, action, options):
         check_selection(options, action.selection_required)
-        recipients = select_recipients(options).filter(status__in=action.statuses)
+        selected = select_recipients(options)
+        recipients = selected.filter(status__in=action.statuses)
+        # Counted before the operation, which changes the statuses.
+        skipped = describe_skipped(action, selected, named=bool(options["queue_ids"]))
 
         if options["dry_run"]:
-            self.preview_recipients(action, recipients)
+            self.preview_recipients(action, recipients, skipped)
             return
 
         if name == "bounce":
             count = queue.bounce_now(recipients, options["reason"])
         else:
             count = getattr(queue, action.operation)(recipients)
-        self.stdout.write(f"{action.past_tense} {plural(count, 'recipient')}")
+        self.stdout.write(f"{action.past_tense} {plural(count, 'recipient')}{skipped}")
 
-    def preview_recipients(self, action, recipients):
+    def preview_recipients(self, action, recipients, skipped_text):
         rows = list(recipients.select_related("message").order_by("message__created_at", "id"))
         free = set(recipients.filter(lease_free(timezone.now())).values_list("id", flat=True))
         skipped = {row.id for row in rows if action.skips_leased and row.id not in free}
 
-        self.stdout.write(f"dry run: would {action.verb} {plural(len(rows) - len(skipped), 'recipient')}")
+        self.stdout.write(f"dry run: would {action.verb} {plural(len(rows) - len(skipped), 'recipient')}{skipped_text}")
         for row in rows:
             note = "  (skipped: a worker is delivering it)" if row.id in skipped else ""
             self.stdout.write(f"{row.message.queue_id}  {row.address}  {row.status}{note}")
@@ -227,6 +231,34 @@ def add_dry_run_argument(parser):
 def check_selection(options, required):
     if required and not has_selection(options) and not options["all"]:
         raise CommandError(SELECTION_MISSING)
+
+
+def describe_skipped(action, selected, named):
+    """Return "; skipped ..." naming the selected recipients that ``action`` leaves alone, or "".
+
+    Without named queue ids, delivered and bounced recipients are left out of the count,
+    because --all or --domain would otherwise report every finished recipient they match.
+    """
+    out_of_scope = selected.exclude(status__in=action.statuses)
+    if not named:
+        out_of_scope = out_of_scope.exclude(status__in=Recipient.FINAL_STATUSES)
+    by_status = list(out_of_scope.order_by("status").values_list("status").annotate(total=Count("id")))
+    parts = [f"{total} {status}" for status, total in by_status]
+    total = sum(total for _, total in by_status)
+
+    if action.skips_leased:
+        leased = selected.filter(status__in=action.statuses).exclude(lease_free(timezone.now())).count()
+        if leased:
+            parts.append(f"{leased} being delivered by a worker")
+            total += leased
+
+    if not parts:
+        return ""
+    text = f"; skipped {plural(total, 'recipient')}: {', '.join(parts)}"
+    # Only a flush needs the hint: hold skips held mail because it is already held.
+    if action.operation == "retry_now" and any(status == Recipient.Status.HELD for status, _ in by_status):
+        text += " (release held mail first with 'manage.py mailqueue release QUEUE_ID')"
+    return text
 
 
 def purgeable_messages(days):
