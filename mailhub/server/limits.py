@@ -91,6 +91,8 @@ class AuthThrottle:
 
     def user_delay(self, username):
         """Return the seconds to wait before checking a password for the user name."""
+        # TODO: a user name and the user's mailbox address are two keys, so a guesser who
+        # alternates the two forms of one login grows each delay half as fast.
         if not username:
             return 0.0
         return growing_delay(self.count(("user", username.lower())))
