@@ -21,6 +21,12 @@ from ..models import Recipient
 logger = logging.getLogger(__name__)
 
 
+# The order of the (status, next_attempt_at) index, so a claim reads the first due rows
+# from the index instead of sorting every due row: deferred ones first, then queued,
+# each oldest first.
+CLAIM_ORDER = ("status", "next_attempt_at", "id")
+
+
 def new_lease_token():
     return secrets.token_hex(16)
 
@@ -60,7 +66,7 @@ def claim_with_row_locks(selection, limit, lease):
         ids = list(
             Recipient.objects.select_for_update(skip_locked=True)
             .filter(selection)
-            .order_by("next_attempt_at", "id")
+            .order_by(*CLAIM_ORDER)
             .values_list("id", flat=True)[:limit]
         )
         if ids:
@@ -70,7 +76,7 @@ def claim_with_row_locks(selection, limit, lease):
 def claim_with_conditional_update(selection, limit, lease):
     # The outer filter repeats the condition, so a row that another writer claimed
     # between the subquery and the update is left alone.
-    candidates = Recipient.objects.filter(selection).order_by("next_attempt_at", "id").values("id")[:limit]
+    candidates = Recipient.objects.filter(selection).order_by(*CLAIM_ORDER).values("id")[:limit]
     Recipient.objects.filter(selection, id__in=candidates).update(**lease)
 
 

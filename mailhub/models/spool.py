@@ -108,6 +108,8 @@ class Recipient(models.Model):
             models.Index(fields=["lease_expires_at"], name="mailhub_rcpt_lease"),
             models.Index(fields=["domain", "status"], name="mailhub_rcpt_domain"),
             models.Index(fields=["status", "notified_at"], name="mailhub_rcpt_notify"),
+            # A worker reads back what it claimed by its lease token.
+            models.Index(fields=["lease_token"], name="mailhub_rcpt_token"),
         ]
 
     def __str__(self):
