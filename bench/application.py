@@ -10,7 +10,7 @@ The SMTP side is slow by design (about 7 replies per message), so by default it 
 fewer messages than the spool side (--smtp-messages) and its time for --messages
 messages is extrapolated from its mean; pass --smtp-messages equal to --messages to measure it.
 
-    .venv/bin/python -m bench.application [--database postgres] [--messages 1000] [--smtp-messages 50]
+    .venvs/django5/bin/python -m bench.application [--database postgres] [--messages 1000] [--smtp-messages 50]
 """
 import statistics
 import sys

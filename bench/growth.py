@@ -11,7 +11,7 @@ Each figure is the median of --runs timings at that size; the ratio column divid
 largest size's timings by the smallest size's, run by run. Index-bound queries stay
 roughly flat; a full scan (a COUNT(*) or a sort without an index) grows with the spool.
 
-    .venv/bin/python -m bench.growth [--database postgres] [--sizes 10000 100000 1000000]
+    .venvs/django5/bin/python -m bench.growth [--database postgres] [--sizes 10000 100000 1000000]
 """
 import random
 import sys

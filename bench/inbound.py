@@ -10,7 +10,7 @@ Each measurement sends --messages messages of --size bytes, one connection per m
 over 1, 10 and 50 parallel sessions. After each mailhub measurement the script counts
 the spool's messages, so an acknowledged message that was not stored shows up as a note.
 
-    .venv/bin/python -m bench.inbound [--database postgres] [--messages 5000] [--runs 3]
+    .venvs/django5/bin/python -m bench.inbound [--database postgres] [--messages 5000] [--runs 3]
 """
 import sys
 

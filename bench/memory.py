@@ -9,7 +9,7 @@ worker with --worker-concurrency prefork processes, and samples the RSS of the w
 whole process tree until the sink has every message. The figure is the largest sampled
 sum, which counts pages that the pool children share with their parent once per process.
 
-    .venv/bin/python -m bench.memory [--database postgres] [--sessions 300] [--deliveries 10000]
+    .venvs/django5/bin/python -m bench.memory [--database postgres] [--sessions 300] [--deliveries 10000]
 """
 import asyncio
 import sys

@@ -12,7 +12,7 @@ of the batch is delivered.
 --domains 20 spreads the recipients over 20 domains (each with its own route to the
 same sink) to show connection reuse and per-destination concurrency at work.
 
-    .venv/bin/python -m bench.outbound [--database postgres] [--messages 5000] [--workers 1 2 4] [--domains 1 20]
+    .venvs/django5/bin/python -m bench.outbound [--database postgres] [--messages 5000] [--workers 1 2 4] [--domains 1 20]
 """
 import sys
 import time

@@ -1,6 +1,6 @@
 """Print benchmark JSON files as Markdown, for pasting into docs/benchmarks.md.
 
-    .venv/bin/python -m bench.report bench/results/inbound-*.json
+    .venvs/django5/bin/python -m bench.report bench/results/inbound-*.json
 """
 import argparse
 import json
