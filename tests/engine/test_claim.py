@@ -127,3 +127,12 @@ def test_concurrent_claims_are_exclusive():
     assert errors == []
     assert len(results) == 60, connection.vendor
     assert len(set(results)) == 60
+
+
+def test_claimed_recipients_share_message():
+    enqueue(["a@remote.test", "b@remote.test", "c@remote.test"])
+
+    _token, recipients = claim.claim()
+
+    assert len(recipients) == 3
+    assert len({id(recipient.message) for recipient in recipients}) == 1
