@@ -129,8 +129,9 @@ def test_concurrent_claims_are_exclusive():
     assert len(set(results)) == 60
 
 
+@pytest.mark.django_db
 def test_claimed_recipients_share_message():
-    enqueue(["a@remote.test", "b@remote.test", "c@remote.test"])
+    spool_messages(1, recipients_each=3)
 
     _token, recipients = claim.claim()
 
