@@ -2,6 +2,7 @@
 import asyncio
 import logging
 
+from .. import conf
 from . import auth, replies
 from .state import SessionClosed
 
@@ -126,9 +127,11 @@ class AuthCommands:
         return line
 
     async def fail_auth(self, attempt, login):
-        """Count the failure, wait the address's delay, then reply 535, or 421 at the limit.
+        """Count the failure, wait the address's delay, then reply 535, or 421 at a limit.
 
         The same path runs for a wrong password, an unknown user and undecodable data.
+        A user name past AUTH_MAX_FAILURES ends the failing session with 421, but a later
+        correct password for that name is still accepted, so guessing cannot lock a user out.
         """
         throttle = self.listener.auth_throttle
         attempt.fail(login)
@@ -142,6 +145,6 @@ class AuthCommands:
             extra={"address_failures": address_failures, "user_failures": user_failures},
         )
         await asyncio.sleep(delay)
-        if throttle.has_failed_too_often(self.client.address):
+        if throttle.has_failed_too_often(self.client.address) or user_failures >= conf.get("AUTH_MAX_FAILURES"):
             await self.close_with(replies.TOO_MANY_AUTH_FAILURES)
         await self.push(str(replies.AUTH_FAILED))
