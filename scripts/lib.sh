@@ -54,8 +54,10 @@ ensure_system_packages() {
         echo "Missing Debian packages (tests that need them will skip): ${missing[*]}" >&2
         return
     fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # A failed install is reported, not fatal: the tests that need a package skip without it.
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+        echo "Installing ${missing[*]} with apt-get failed; tests that need them will skip." >&2
+    fi
 }
 
 ensure_services() {
