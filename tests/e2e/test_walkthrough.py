@@ -4,6 +4,7 @@
 the filesystem broker live in the folder named by MAILHUB_VAR_DIR.
 """
 import os
+import shutil
 import signal
 import smtplib
 import socket
@@ -112,6 +113,7 @@ def manage(env, *arguments):
     return result.stdout.decode()
 
 
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="the README walkthrough uses swaks; apt-get install swaks")
 def test_readme_walkthrough(running_system):
     env, ports, peer, database, log_path = running_system
     manage(env, "maildomain", "add", "example.test")
