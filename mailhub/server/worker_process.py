@@ -1,6 +1,7 @@
 """The Celery worker that ``runmailserver --worker`` runs beside the listeners, restarted if it dies."""
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,7 +35,9 @@ class WorkerProcess:
         self.restart_at = None
 
     def start(self):
-        self.process = subprocess.Popen(self.command)
+        # A process group of its own lets kill_leftovers() reach the pool processes, which
+        # outlive a worker main process that was killed.
+        self.process = subprocess.Popen(self.command, start_new_session=True)
         logger.info("Celery worker started with pid %d: %s", self.process.pid, " ".join(self.command))
         return self
 
@@ -44,6 +47,7 @@ class WorkerProcess:
             return
         now = time.monotonic()
         if self.restart_at is None:
+            self.kill_leftovers()
             logger.error(
                 "the Celery worker (pid %d) exited with status %s; restarting it in %.0f s",
                 self.process.pid,
@@ -56,9 +60,17 @@ class WorkerProcess:
             self.restart_at = None
             self.start()
 
+    def kill_leftovers(self):
+        """Kill what is left of the worker's process group, such as orphaned pool processes."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     def stop(self):
         """Ask the worker for a warm shutdown (SIGTERM), and kill it if it does not end in time."""
         if self.process.poll() is not None:
+            self.kill_leftovers()
             logger.warning("the Celery worker had already exited with status %s", self.process.returncode)
             return
         self.process.terminate()
@@ -68,4 +80,5 @@ class WorkerProcess:
             logger.error("the Celery worker did not stop within %d s; killing it", STOP_TIMEOUT)
             self.process.kill()
             self.process.wait()
+        self.kill_leftovers()
         logger.info("the Celery worker stopped with status %s", self.process.returncode)

@@ -127,3 +127,17 @@ def test_runmailserver_restarts_dead_worker(directory, tmp_path, settings):
         stop(process, log_file)
 
     assert second_pid != first_pid
+    assert leftover_processes({first_pid, process.pid}) == []
+
+
+def leftover_processes(group_ids):
+    """Return the pids of live processes in the given process groups or with those parents."""
+    result = subprocess.run(["ps", "-eo", "pid=,ppid=,pgid=,stat="], capture_output=True, text=True, check=True)
+    leftovers = []
+    for line in result.stdout.splitlines():
+        pid, ppid, pgid, stat = line.split(None, 3)
+        if stat.startswith("Z"):
+            continue
+        if int(pgid) in group_ids or int(ppid) in group_ids:
+            leftovers.append(int(pid))
+    return leftovers
