@@ -69,9 +69,11 @@ def test_parallel_sessions_bounded_per_address(mail_listeners, directory, settin
     for client in clients:
         client.close()
 
-    password_checks = len(failed_password_checks) + codes.count(235)
-    assert password_checks <= 5
-    assert codes.count(421) >= PARALLEL_SESSIONS - 5
+    # A success gives its place back, so one more session may start a check after it;
+    # what the limit bounds is the number of wrong guesses checked.
+    assert len(failed_password_checks) <= 5
+    assert codes.count(235) <= 1
+    assert codes.count(421) >= PARALLEL_SESSIONS - 6
     assert set(codes) <= {235, 535, 421}
 
 
