@@ -43,7 +43,7 @@ def enqueue(
 ):
     """Store a message and its recipients and queue delivery once the transaction commits.
 
-    ``recipients`` holds addresses or EnvelopeRecipient objects. Inside a caller's
+    ``recipients`` contains addresses or EnvelopeRecipient objects. Inside a caller's
     ``atomic()`` block the message joins that transaction. A listener passes ``queue_id``
     when it has already written that id into the Received: field. Returns the saved
     Message. Raises InvalidMessage or InvalidAddress before anything is written.

@@ -103,7 +103,7 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
 SERVER_EMAIL = env("SERVER_EMAIL", default="root@localhost")
 ADMINS = [tuple(pair.split(":", 1)) for pair in env.list("ADMINS", default=[])]
 
-# Celery: the broker only carries "deliver this message now" hints; the spool in the
+# Celery: the broker only carries "deliver this message now" hints. The spool in the
 # database is the source of truth, so a lost hint delays mail and loses none.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 BROKER_FOLDER = Path(env("MAILHUB_BROKER_FOLDER", default=str(VAR_DIR / "broker")))

@@ -61,7 +61,7 @@ ensure_system_packages() {
 }
 
 ensure_services() {
-    # Start PostgreSQL and Redis on 127.0.0.1 when they are installed but not answering.
+    # Start PostgreSQL and Redis on 127.0.0.1 when they are installed but not running.
     if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
         if command -v pg_ctlcluster >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
             pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true

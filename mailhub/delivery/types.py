@@ -45,7 +45,7 @@ class RemoteHost:
 
 @dataclass(frozen=True)
 class Route:
-    """Where mail for one domain goes.
+    """The next hop for mail to one domain.
 
     ``kind`` is "local" (a domain mailhub serves), "relay" (a configured route or relay
     host) or "mx" (the domain's MX records from DNS). ``destination`` is the key that the
@@ -63,7 +63,7 @@ class Route:
 
 @dataclass(frozen=True)
 class OutboundEnvelope:
-    """What one SMTP transaction sends: the envelope, the DSN parameters and the bytes."""
+    """The envelope, DSN parameters and bytes that one SMTP transaction sends."""
 
     queue_id: str
     envelope_sender: str

@@ -69,8 +69,8 @@ def test_parallel_sessions_bounded_per_address(mail_listeners, directory, settin
     for client in clients:
         client.close()
 
-    # A success gives its place back, so one more session may start a check after it;
-    # what the limit bounds is the number of wrong guesses checked.
+    # A success gives its place back, so one more session may start a check after it.
+    # The limit bounds the number of wrong guesses checked.
     assert len(failed_password_checks) <= 5
     assert codes.count(235) <= 1
     assert codes.count(421) >= PARALLEL_SESSIONS - 6
