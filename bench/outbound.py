@@ -3,10 +3,9 @@
 mailhub: --messages messages are enqueued with ``mailhub.spool.enqueue`` while no worker
 runs (MAILHUB_ROUTES sends every recipient domain to the sink), then one Celery worker
 with 1, 2 or 4 prefork processes starts. Postfix: a private instance takes the same
-number of messages from smtp-source while its smtp transport is deferred, then the
-queue is released and flushed. Both sides are timed by the sink's own counter, from the
-first message it receives to the last, so worker start-up and Postfix's reload are left
-out. After each mailhub measurement the script checks in the spool that every recipient
+number of messages from smtp-source onto its hold queue, then the queue is released
+and flushed. Both sides are timed by the sink's own counter, from the first message it
+receives to the last, so worker start-up and Postfix's release are left out. After each mailhub measurement the script checks in the spool that every recipient
 of the batch is delivered.
 
 --domains 20 spreads the recipients over 20 domains (each with its own route to the
@@ -120,8 +119,8 @@ def fill_postfix(postfix, messages, size, domains):
         share = messages // len(domains) + (1 if index < messages % len(domains) else 0)
         if share:
             run_smtp_source(postfix.port, FILL_SESSIONS, share, size, SENDER, f"rcpt@{domain}", timeout)
-    # smtpd replied 250 to all of them, but qmgr may still be moving some to the deferred queue.
-    wait_until(lambda: postfix_settled(postfix), timeout, "Postfix to move the held messages to its deferred queue")
+    # smtpd replied 250 to all of them, but cleanup may still be moving some to the hold queue.
+    wait_until(lambda: postfix_settled(postfix), timeout, "Postfix to move the messages to its hold queue")
 
 
 def postfix_settled(postfix):
