@@ -64,10 +64,27 @@ class Mailbox(models.Model):
             validators.validate_local_part(self.local_part)
         except ValidationError as error:
             raise ValidationError({"local_part": error.error_list}) from None
-        if self.domain_id is not None:
-            # TODO: a mailbox at an existing alias's source gets no mail, because the alias
-            # wins every look-up; reject it here as Alias.clean() does the other way round.
-            self.address = f"{self.local_part}@{self.domain.name}"
+        if self.domain_id is None:
+            return
+
+        self.address = f"{self.local_part}@{self.domain.name}"
+        self.check_alias_address()
+
+    def check_alias_address(self):
+        # An exact alias wins over a mailbox in every look-up, so the new mailbox would
+        # silently get no mail; the operator must decide which of the two goes.
+        if not Alias.objects.filter(source=self.address).exists():
+            return
+        raise ValidationError(
+            {
+                "local_part": ValidationError(
+                    "an alias already uses %(address)s and would take all of this mailbox's mail; "
+                    "delete the alias first, or make it point to another address",
+                    code="alias_exists",
+                    params={"address": self.address},
+                )
+            }
+        )
 
     def validate_unique(self, exclude=None):
         super().validate_unique(exclude=exclude)

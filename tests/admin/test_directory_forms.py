@@ -155,3 +155,12 @@ def test_domain_without_postmaster_warns(operator_client):
 
     warnings = [str(message) for message in get_messages(response.wsgi_request)]
     assert any("no postmaster@example.test yet" in warning for warning in warnings)
+
+
+def test_mailbox_at_alias_source_is_form_error(operator_client, domain):
+    assert post_alias(operator_client, domain, "bob", "carol@remote.test").status_code == 302
+
+    response = post_mailbox(operator_client, domain, "bob")
+
+    assert "an alias already uses bob@example.test" in form_errors(response)
+    assert not Mailbox.objects.exists()

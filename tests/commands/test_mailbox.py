@@ -126,6 +126,16 @@ def test_add_existing_mailbox_fails():
         run("mailbox", "add", "BOB@example.com", "--password", PASSWORD)
 
 
+def test_add_at_alias_source_fails_without_user():
+    run("mailalias", "add", "bob@example.com", "carol@remote.test")
+
+    with pytest.raises(CommandError, match="an alias already uses bob@example.com"):
+        run("mailbox", "add", "bob@example.com", "--password", PASSWORD)
+
+    assert not Mailbox.objects.exists()
+    assert not get_user_model().objects.filter(username="bob@example.com").exists()
+
+
 def test_add_invalid_address_fails():
     with pytest.raises(CommandError, match="user@example.com"):
         run("mailbox", "add", "bob", "--password", PASSWORD)
