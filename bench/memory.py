@@ -5,9 +5,11 @@ sink. On each server it opens --sessions connections, each sends EHLO, MAIL, RCP
 message and then stays open, and the script reads the peak RSS (VmHWM) while all are held.
 
 Worker: each run enqueues --deliveries messages routed to an smtp-sink, starts one Celery
-worker with --worker-concurrency prefork processes, and samples the RSS of the worker's
-whole process tree until the sink has every message. The figure is the largest sampled
-sum, which counts pages that the pool children share with their parent once per process.
+worker with --worker-concurrency prefork processes, and reads the peak RSS (VmHWM) of
+every process in the worker's tree every 0.2 s until the sink has every message. The
+figure is the sum of those peaks. Peaks between two samples are still counted, because
+the kernel keeps VmHWM; pages that the pool children share with their parent are counted
+once per process, so the sum is an upper bound.
 
     .venvs/django5/bin/python -m bench.memory [--database postgres] [--sessions 300] [--deliveries 10000]
 """
@@ -27,7 +29,6 @@ from .common import (
     process_tree,
     ratio_figure,
     read_peak_rss_kb,
-    read_rss_kb,
 )
 from .inbound import RECIPIENT, create_local_recipient
 from .load import SmtpSink, load_tools_missing_reason
@@ -176,23 +177,31 @@ def measure_worker(stack, arguments, report):
 
 
 def worker_peak(stack, sink, arguments):
-    """Deliver a batch with a new worker; return the largest sampled RSS of its process tree in MB."""
+    """Deliver a batch with a new worker; return the sum of its processes' peak RSS in MB."""
     stack.purge_broker()
     fill_spool(arguments.deliveries, arguments.size, [REMOTE_DOMAIN])
     target = sink.messages() + arguments.deliveries
     worker = stack.start_worker(arguments.worker_concurrency, name="memory-worker")
     deadline = time.monotonic() + delivery_timeout(arguments.deliveries)
-    peak_kb = 0
+    # A pool child that exits takes its VmHWM with it, so each process keeps the largest value read.
+    peaks_kb = {}
     try:
-        while sink.messages() < target:
+        while True:
+            record_peaks(peaks_kb, worker.pid)
+            if sink.messages() >= target:
+                break
             worker.raise_if_exited()
             if time.monotonic() > deadline:
                 raise BenchmarkError(f"the worker delivered {sink.messages()} of {target} messages before the timeout")
-            peak_kb = max(peak_kb, sum(read_rss_kb(pid) for pid in process_tree(worker.pid)))
             time.sleep(SAMPLE_INTERVAL)
     finally:
         worker.stop()
-    return peak_kb / 1024
+    return sum(peaks_kb.values()) / 1024
+
+
+def record_peaks(peaks_kb, root_pid):
+    for pid in process_tree(root_pid):
+        peaks_kb[pid] = max(peaks_kb.get(pid, 0), read_peak_rss_kb(pid))
 
 
 if __name__ == "__main__":

@@ -3,11 +3,16 @@
 A message exists once this module's transaction commits. Delivery is only queued after
 the commit, so a rolled back transaction sends nothing, and a lost broker message is
 recovered by the periodic sweep.
+
+``enqueue()`` stores one message through the ORM. The listeners instead ``prepare()``
+each message and write many of them with ``store_prepared()`` in one transaction (group
+commit), with plain multi-row INSERTs instead of model instances.
 """
 import logging
+import math
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from . import headers
@@ -104,10 +109,15 @@ def validate_envelope(raw, envelope_sender, recipients):
 
 
 def build_message(raw, envelope_sender, recipients, **fields):
+    return Message(**message_fields(raw, envelope_sender, recipients, **fields))
+
+
+def message_fields(raw, envelope_sender, recipients, **fields):
+    """Return the Message field values of a raw message and its envelope."""
     raw = bytes(raw)
     summary = headers.summarize(raw)
     smtputf8 = fields.pop("smtputf8") or envelope_needs_smtputf8(envelope_sender, recipients)
-    return Message(
+    return dict(
         raw=raw,
         envelope_sender=envelope_sender,
         size=len(raw),

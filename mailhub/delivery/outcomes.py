@@ -3,10 +3,13 @@
 Every update is conditional on the lease token. A worker that ran past LEASE_SECONDS,
 so that another worker took its lease over, cannot overwrite the newer result, and the
 lost result is logged. Each recipient also gets a DeliveryAttempt row with the reply that ended it.
+A batch of outcomes is stored in bulk; only when a lease turns out lost are its rows
+stored one by one, to find which of them the worker still holds.
 """
 import logging
+from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -36,19 +39,23 @@ def record(token, results):
     Returns ``[(recipient, outcome)]`` for the recipients whose lease was still held.
     """
     now = timezone.now()
-    recorded = []
+    planned = [(recipient, reply, judge(recipient, reply, now)) for recipient, reply in results]
     with transaction.atomic():
-        for recipient, reply in results:
-            outcome = judge(recipient, reply, now)
-            if store(token, recipient, reply, outcome, now):
-                recorded.append((recipient, outcome))
+        if store_all(token, planned, now):
+            recorded = [(recipient, outcome) for recipient, _, outcome in planned]
+        else:
+            recorded = [
+                (recipient, outcome)
+                for recipient, reply, outcome in planned
+                if store(token, recipient, reply, outcome, now)
+            ]
     for recipient, outcome in recorded:
         log_outcome(recipient, outcome)
     return recorded
 
 
-def store(token, recipient, reply, outcome, now):
-    attempts = recipient.attempts + 1
+def result_fields(recipient, reply, outcome, now):
+    """Return the recipient's new field values (``attempts`` as an F() increment)."""
     fields = {
         "status": outcome,
         "attempts": F("attempts") + 1,
@@ -58,17 +65,96 @@ def store(token, recipient, reply, outcome, now):
         "remote_host": reply.remote_host,
         "lease_token": "",
         "lease_expires_at": None,
+        "possible_duplicate": recipient.possible_duplicate or reply.possible_duplicate,
+        "next_attempt_at": recipient.next_attempt_at,
+        "finished_at": recipient.finished_at,
     }
-    if reply.possible_duplicate:
-        fields["possible_duplicate"] = True
     if outcome == Outcome.DEFERRED:
-        fields["next_attempt_at"] = retry.next_attempt_at(attempts, now)
+        fields["next_attempt_at"] = retry.next_attempt_at(recipient.attempts + 1, now)
     else:
         fields["finished_at"] = now
     if outcome == Outcome.BOUNCED and reply.is_temporary:
         fields["reply_enhanced_code"] = EXPIRED_STATUS
         fields["reply_text"] = f"delivery time expired, last reply: {reply}"
+    return fields
 
+
+def store_all(token, planned, now):
+    """Store every planned outcome with one statement run per row, or store none.
+
+    Returns False, with nothing changed, when a lease was lost on any of the rows, so
+    the caller stores them one by one and learns which ones it still holds. Statement
+    and attempt rows go to the database in bulk because a batch of a hundred messages
+    would otherwise cost two round trips per recipient.
+    """
+    if not planned:
+        return True
+    rows = [(recipient, reply, outcome, result_fields(recipient, reply, outcome, now)) for recipient, reply, outcome in planned]
+    try:
+        with transaction.atomic():
+            updated = update_rows(token, rows, now)
+            if updated != len(rows):
+                raise LeaseLost(updated, len(rows))
+            DeliveryAttempt.objects.bulk_create([attempt_row(recipient, reply, outcome, now) for recipient, reply, outcome, _ in rows])
+    except LeaseLost:
+        return False
+    for recipient, _, _, fields in rows:
+        refresh(recipient, fields, recipient.attempts + 1)
+    return True
+
+
+class LeaseLost(Exception):
+    """A bulk store matched fewer rows than it had: some lease was taken over meanwhile."""
+
+
+# The columns that update_rows sets, in the order of its parameters.
+RESULT_COLUMNS = (
+    "status", "reply_code", "reply_enhanced_code", "reply_text", "remote_host", "lease_token",
+    "lease_expires_at", "possible_duplicate", "next_attempt_at", "finished_at", "updated_at",
+)
+
+
+def update_rows(token, rows, now):
+    """Run one conditional UPDATE per row through executemany; return the rows it matched."""
+    ops = connection.ops
+    table = ops.quote_name(Recipient._meta.db_table)
+    column = {name: ops.quote_name(Recipient._meta.get_field(name).column) for name in (*RESULT_COLUMNS, "attempts", "id")}
+    assignments = ", ".join(f"{column[name]} = %s" for name in RESULT_COLUMNS)
+    sql = (
+        f"UPDATE {table} SET {assignments}, {column['attempts']} = {column['attempts']} + 1 "
+        f"WHERE {column['id']} = %s AND {column['lease_token']} = %s"
+    )
+    params = [
+        [adapt(fields.get(name, now)) for name in RESULT_COLUMNS] + [recipient.id, token]
+        for recipient, _, _, fields in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+        return cursor.rowcount
+
+
+def adapt(value):
+    if isinstance(value, datetime):
+        return connection.ops.adapt_datetimefield_value(value)
+    return value
+
+
+def attempt_row(recipient, reply, outcome, now):
+    return DeliveryAttempt(
+        message_id=recipient.message_id,
+        recipient_id=recipient.id,
+        started_at=now,
+        outcome=outcome,
+        remote_host=reply.remote_host,
+        reply_code=reply.code,
+        reply_enhanced_code=reply.enhanced_code,
+        reply_text=reply.text,
+    )
+
+
+def store(token, recipient, reply, outcome, now):
+    """Store one outcome if the lease ``token`` still holds the recipient; return whether it did."""
+    fields = result_fields(recipient, reply, outcome, now)
     updated = Recipient.objects.filter(id=recipient.id, lease_token=token).update(**fields)
     if not updated:
         logger.warning(
@@ -80,17 +166,8 @@ def store(token, recipient, reply, outcome, now):
         )
         return False
 
-    DeliveryAttempt.objects.create(
-        message_id=recipient.message_id,
-        recipient_id=recipient.id,
-        started_at=now,
-        outcome=outcome,
-        remote_host=reply.remote_host,
-        reply_code=reply.code,
-        reply_enhanced_code=reply.enhanced_code,
-        reply_text=reply.text,
-    )
-    refresh(recipient, fields, attempts)
+    attempt_row(recipient, reply, outcome, now).save()
+    refresh(recipient, fields, recipient.attempts + 1)
     return True
 
 

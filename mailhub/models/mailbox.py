@@ -71,8 +71,8 @@ class Mailbox(models.Model):
         self.check_alias_address()
 
     def check_alias_address(self):
-        # An exact alias wins over a mailbox in every look-up, so the new mailbox would
-        # silently get no mail; the operator must decide which of the two goes.
+        # An exact alias wins over a mailbox in every look-up, so the new mailbox would get
+        # no mail. The operator decides which of the two goes.
         if not Alias.objects.filter(source=self.address).exists():
             return
         raise ValidationError(
