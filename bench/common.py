@@ -352,17 +352,6 @@ def read_peak_rss_kb(pid):
     return 0
 
 
-def read_rss_kb(pid):
-    """Return the current resident set size (VmRSS) of a process in KiB, or 0 when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 def process_tree(pid):
     """Return pid and the pids of all its descendants, read from /proc."""
     children = {}

@@ -1,17 +1,20 @@
 """Growth: how claiming due recipients and rendering the admin queue lists scale with the spool.
 
 The script fills the spool step by step to each --sizes count of queued recipients, with
---recipients-per-message recipients per message. A --due-fraction share of them is due
-now and the others are deferred up to an hour ahead. At each size the script times:
+--recipients-per-message recipients per message. A --due-fraction share of them fell due
+within the last hour and the others are deferred up to an hour ahead. At each size the
+script times:
   claim         ``mailhub.delivery.claim.claim()`` of CLAIM_BATCH recipients, rolled back after
-  admin messages, admin recipients
-                a GET of the admin changelist by a logged-in superuser, through Django's test client
+  admin ...     a GET of each page in ADMIN_PAGES by a logged-in superuser, through Django's
+                test client: the message and recipient lists, each also filtered by status,
+                and the queue summary
 
-Each figure is the median of --runs timings at that size; the ratio column divides the
-largest size's timings by the smallest size's, run by run. Index-bound queries stay
-roughly flat; a full scan (a COUNT(*) or a sort without an index) grows with the spool.
+Each figure is the median of --runs timings at that size, taken after one untimed round.
+The ratio table divides the largest size's timings by the smallest size's, run by run.
+Index-bound queries stay roughly flat; a full scan (a COUNT(*) or a sort without an
+index) grows with the spool. --explain prints the database's plan of every query.
 
-    .venvs/django5/bin/python -m bench.growth [--database postgres] [--sizes 10000 100000 1000000]
+    .venvs/django5/bin/python -m bench.growth [--database postgres] [--sizes 10000 100000 1000000] [--explain]
 """
 import random
 import sys
@@ -27,6 +30,8 @@ INSERT_BATCH = 20000
 ADMIN_PAGES = {
     "admin messages": "/admin/mailhub/message/",
     "admin recipients": "/admin/mailhub/recipient/",
+    "admin deferred messages": "/admin/mailhub/message/?status=deferred",
+    "admin queued recipients": "/admin/mailhub/recipient/?status=queued",
     "admin queue summary": "/admin/mailhub/message/summary/",
 }
 
@@ -63,7 +68,7 @@ def main():
             print(f"{size:,} queued recipients (filled in {time.perf_counter() - started:.1f} s)", flush=True)
             for operation, values in measure_size(client, arguments.runs).items():
                 timings[(operation, size)] = values
-                print(f"  {operation:19} {Figure(values).format(2)} ms", flush=True)
+                print(f"  {operation:23} {Figure(values).format(2)} ms", flush=True)
             if arguments.explain:
                 explain_operations(client)
 
@@ -73,7 +78,7 @@ def main():
 
 
 def skip_worker_ping():
-    """Keep the queue summary from waiting for Celery workers: none run here, and the page's queries are what is timed."""
+    """Turn off the queue summary's wait for Celery workers, because none run here and only the page's queries are timed."""
     from django.conf import settings
 
     settings.MAILHUB_ADMIN_WORKER_PING_TIMEOUT = 0
@@ -90,11 +95,11 @@ def logged_in_client():
 
 
 def fill_spool_to(queued, size, arguments):
-    """Insert messages and recipients until ``size`` recipients are queued; return the new count.
+    """Insert messages and recipients until ``size`` recipients are queued, and return the new count.
 
     The rows go in with the database's own bulk path (COPY on PostgreSQL, executemany on
-    SQLite) in batches of INSERT_BATCH recipients, so a million recipients take minutes,
-    not the hours that one ORM save per row would.
+    SQLite) in batches of INSERT_BATCH recipients. A million recipients took about 35 s
+    on the 2-core machine of docs/benchmarks.md.
     """
     from django.db import connection, transaction
 
@@ -117,16 +122,16 @@ def fill_spool_to(queued, size, arguments):
 
     reset_sequences(Message, Recipient)
     if connection.vendor == "postgresql":
-        analyze_tables(Message, Recipient)
+        vacuum_tables(Message, Recipient)
     return queued
 
 
 class SpoolFiller:
-    """Rows of the spool tables as tuples, in the columns' order, with realistic timestamps.
+    """Rows of the spool tables as lists in the columns' order, with realistic timestamps.
 
-    Messages arrived over the last day and every row has a timestamp of its own, as mail
-    that trickles in has; equal timestamps would make every index on them one long run of
-    ties. A --due-fraction share of the recipients fell due within the last hour, the
+    Messages arrived over the last day, and every row has a timestamp of its own, as mail
+    that trickles in has. Equal timestamps would turn every index on them into one long run
+    of ties. A --due-fraction share of the recipients fell due within the last hour, and the
     others are deferred up to an hour ahead.
     """
 
@@ -144,7 +149,7 @@ class SpoolFiller:
         self.message_columns, self.message_template = column_template(
             Message(raw=self.raw, envelope_sender="sender@site.bench.test", source=Message.Source.BACKEND, size=len(self.raw), subject="growth")
         )
-        # The database numbers the recipients; message ids are chosen here, so recipients can name them.
+        # The database numbers the recipients. Message ids are chosen here, so that recipients can name them.
         self.recipient_columns, self.recipient_template = column_template(Recipient(message_id=0), exclude="id")
 
     def message_row(self, message_id):
@@ -210,17 +215,18 @@ def reset_sequences(*models):
             cursor.execute(statement)
 
 
-def analyze_tables(*models):
-    """Refresh PostgreSQL's planner statistics, as autovacuum would after such a load.
+def vacuum_tables(*models):
+    """Do on PostgreSQL what autovacuum would do after such a load, before the timings start.
 
-    SQLite gets no ANALYZE: Django never runs one, so a real SQLite spool plans without
-    statistics, and so does this one.
+    Otherwise autovacuum starts on the new rows during the timings and competes with
+    them, and the planner has no statistics. SQLite gets no ANALYZE: Django never runs
+    one, so a real SQLite spool plans without statistics, and so does this one.
     """
     from django.db import connection
 
     with connection.cursor() as cursor:
         for model in models:
-            cursor.execute(f'ANALYZE "{model._meta.db_table}"')
+            cursor.execute(f'VACUUM ANALYZE "{model._meta.db_table}"')
 
 
 def measure_size(client, runs):

@@ -19,6 +19,7 @@ from . import summary
 from .actions import QUEUE_ACTIONS, QueuePermissionsMixin
 from .filters import AgeFilter, RecipientDomainFilter, RecipientStatusFilter
 from .message_view import decode_message, html_preview_response
+from .paginator import QueuePaginator
 from .summaries import attach_recipient_summaries, format_reply
 
 REPLY_COLUMN_LENGTH = 60
@@ -37,8 +38,10 @@ class ReadOnlyQueueAdmin(QueuePermissionsMixin, admin.ModelAdmin):
     """The spool is written by mailhub only: operators view it and act on it through actions."""
 
     list_per_page = 100
-    # The full count is a second COUNT(*) over the whole spool on every page load, and
-    # facet counts run one more COUNT per filter choice.
+    # Django's paginator counts every listed row on each page load, but this one stops
+    # counting at a bound. The full count is a second COUNT(*) over the whole spool, and facet
+    # counts run one more COUNT per filter choice.
+    paginator = QueuePaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     actions = QUEUE_ACTIONS
