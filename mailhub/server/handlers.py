@@ -3,6 +3,9 @@
 Every check that needs the database is a plain function that runs in the listeners'
 database thread pool. The session calls ``check_sender``, ``check_recipient`` and
 ``check_message``, and sends the Reply they return or goes on when they return None.
+A policy whose ``checks_sender`` or ``checks_message`` is False accepts every sender or
+message, and the session skips that call. A recipient that ``recipient_known_deliverable``
+finds in the RecipientCache is accepted without a query.
 """
 import email.utils
 import ipaddress
@@ -11,6 +14,7 @@ import logging
 from .. import conf, directory, headers
 from ..addresses import domain_of
 from . import replies
+from .recipient_cache import RecipientCache
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +47,24 @@ def check_local_recipient(address):
     return None
 
 
-class MXPolicy:
+class RecipientMemory:
+    """Remembers the local recipients a policy found deliverable, in a RecipientCache."""
+
+    def __init__(self, recipient_cache=None):
+        self.recipient_cache = recipient_cache if recipient_cache is not None else RecipientCache()
+
+    def recipient_known_deliverable(self, recipient):
+        """Return True when the recipient was found deliverable less than the cache's TTL ago."""
+        return self.recipient_cache.is_deliverable(recipient)
+
+
+class MXPolicy(RecipientMemory):
     """Port 25: strangers may send only to local mailboxes and aliases; no AUTH is offered."""
 
     source = "mx"
     offers_auth = False
+    checks_sender = False
+    checks_message = False
 
     def requires_auth(self, client):
         return False
@@ -57,6 +74,8 @@ class MXPolicy:
 
     def check_recipient(self, client, recipient):
         reply = check_local_recipient(recipient)
+        if reply is None:
+            self.recipient_cache.remember_deliverable(recipient)
         if reply is replies.RELAY_DENIED and is_trusted(client.address):
             return None
         return reply
@@ -65,11 +84,13 @@ class MXPolicy:
         return None
 
 
-class SubmissionPolicy:
+class SubmissionPolicy(RecipientMemory):
     """Ports 587 and 465: authenticated users send to any recipient, only as themselves."""
 
     source = "submission"
     offers_auth = True
+    checks_sender = True
+    checks_message = True
 
     def requires_auth(self, client):
         return not is_trusted(client.address)
@@ -90,8 +111,11 @@ class SubmissionPolicy:
     def check_recipient(self, client, recipient):
         """Return UNKNOWN_USER for an undeliverable address in a local domain; any remote
         recipient is accepted. Runs database queries."""
-        if directory.is_local_domain(domain_of(recipient)) and not directory.is_deliverable_locally(recipient):
+        if not directory.is_local_domain(domain_of(recipient)):
+            return None
+        if not directory.is_deliverable_locally(recipient):
             return replies.UNKNOWN_USER
+        self.recipient_cache.remember_deliverable(recipient)
         return None
 
     def check_message(self, client, sender, raw):

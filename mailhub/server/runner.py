@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from .. import conf
 from ..exceptions import ConfigurationError
 from . import database, tls
+from .group_commit import GroupCommitter
 from .handlers import POLICIES
 from .limits import AuthThrottle, ConnectionLimiter
+from .recipient_cache import RecipientCache
 from .session import MailhubSMTP
 
 logger = logging.getLogger(__name__)
@@ -62,10 +64,13 @@ def configured_addresses(overrides=None):
 class Listener:
     """The state that every session of one listening socket shares."""
 
-    def __init__(self, name, loop, *, certificate_store, connection_limiter, auth_throttle):
+    def __init__(
+        self, name, loop, *, certificate_store, connection_limiter, auth_throttle, committer=None, recipient_cache=None
+    ):
         self.name = name
         self.loop = loop
-        self.policy = POLICIES[name]()
+        self.policy = POLICIES[name](recipient_cache)
+        self.committer = committer if committer is not None else GroupCommitter()
         self.implicit_tls = name == "submissions"
         self.certificate_store = certificate_store
         self.connection_limiter = connection_limiter
@@ -77,7 +82,9 @@ class Listener:
         return MailhubSMTP(self)
 
 
-async def start_servers(addresses, certificate_store=None, *, connection_limiter=None, auth_throttle=None):
+async def start_servers(
+    addresses, certificate_store=None, *, connection_limiter=None, auth_throttle=None, committer=None
+):
     """Bind every listener and return [(ListenerAddress with the bound port, asyncio.Server)]."""
     loop = asyncio.get_running_loop()
     if certificate_store is None:
@@ -85,6 +92,9 @@ async def start_servers(addresses, certificate_store=None, *, connection_limiter
     # One limiter and one throttle for all listeners, so the limits count the whole process.
     limiter = connection_limiter if connection_limiter is not None else ConnectionLimiter()
     throttle = auth_throttle if auth_throttle is not None else AuthThrottle()
+    # One committer for all listeners, so their messages share groups, and one cache.
+    committer = committer if committer is not None else GroupCommitter()
+    recipient_cache = RecipientCache()
 
     started = []
     try:
@@ -95,6 +105,8 @@ async def start_servers(addresses, certificate_store=None, *, connection_limiter
                 certificate_store=certificate_store,
                 connection_limiter=limiter,
                 auth_throttle=throttle,
+                committer=committer,
+                recipient_cache=recipient_cache,
             )
             server = await loop.create_server(
                 listener.create_session, host=address.host, port=address.port, backlog=LISTEN_BACKLOG
@@ -125,6 +137,7 @@ class ListenerThread:
         self.loop = asyncio.new_event_loop()
         self.connection_limiter = ConnectionLimiter()
         self.auth_throttle = AuthThrottle()
+        self.committer = GroupCommitter()
         self.thread = threading.Thread(target=self.loop.run_forever, name="mailhub-listeners", daemon=True)
         self.started = []
 
@@ -135,6 +148,7 @@ class ListenerThread:
             self.certificate_store,
             connection_limiter=self.connection_limiter,
             auth_throttle=self.auth_throttle,
+            committer=self.committer,
         )
         future = asyncio.run_coroutine_threadsafe(starting, self.loop)
         self.started = future.result(timeout)

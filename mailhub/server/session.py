@@ -7,6 +7,7 @@ codes and reject the DSN parameters. They run AUTH callbacks on the event loop a
 AUTH only after STARTTLS, not with implicit TLS. They arm one timer for the whole DATA phase.
 """
 import asyncio
+import functools
 import ipaddress
 import logging
 
@@ -68,6 +69,12 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
             auth_require_tls=False,
             loop=listener.loop,
         )
+
+    def __dir__(self):
+        # aiosmtpd's __init__ reads every attribute that dir() names, once per connection,
+        # to collect the smtp_ and auth_ methods. Those names are the same for every
+        # session, so dir() lists only them, from a list made once per class.
+        return command_method_names(type(self))
 
     # Connection state ---------------------------------------------------------------
 
@@ -426,6 +433,11 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
             raise SessionClosed("connection closed during the TLS handshake")
         self.client.authenticated_user = None
         self.client.helo_name = ""
+
+
+@functools.cache
+def command_method_names(cls):
+    return [name for name in dir(cls) if name.startswith(("smtp_", "auth_"))]
 
 
 def is_loopback(address):

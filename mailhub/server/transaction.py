@@ -1,5 +1,6 @@
 """The mail transaction commands MAIL, RCPT and DATA, and storing the message in the spool."""
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
@@ -18,6 +19,8 @@ from .tls import describe_tls
 logger = logging.getLogger(__name__)
 
 NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+# Messages up to this size (octets) are checked and summarised on the event loop.
+PREPARE_ON_LOOP_MAX_SIZE = 64 * 1024
 # str.isdigit() also accepts digits of other scripts, such as full-width "１２".
 ASCII_DIGITS = re.compile(r"[0-9]+")
 
@@ -61,7 +64,7 @@ class TransactionCommands:
             await self.reply(reply, ("MAIL", ""))
             return
 
-        reply = await self.run_db(self.policy.check_sender, self.client, sender)
+        reply = await self.run_db(self.policy.check_sender, self.client, sender) if self.policy.checks_sender else None
         if reply is not None:
             logger.info("client=%s rejected MAIL from=<%s> reply=%s", self.client.address, sender, reply)
             self.client.smtputf8 = False
@@ -147,6 +150,8 @@ class TransactionCommands:
         await self.push(str(replies.RECIPIENT_OK))
 
     async def check_recipient(self, address):
+        if self.policy.recipient_known_deliverable(address):
+            return None
         try:
             return await self.run_db(self.policy.check_recipient, self.client, address)
         except Exception:  # noqa: BLE001 - a lookup failure must not become a 5xx or a traceback
@@ -203,54 +208,80 @@ class TransactionCommands:
             self._reset_timeout()
 
     async def store(self, content):
-        """Prepend the Received: field and commit the message; return the reply to send."""
+        """Prepend the Received: field and commit the message with the next group; return the reply."""
         envelope = self.envelope
         client = self.client
         queue_id = new_queue_id()
         raw = self.build_received_header(queue_id) + content
         started = time.monotonic()
 
-        reply = await self.run_db(self.policy.check_message, client, envelope.mail_from, raw)
-        if reply is not None:
-            self.log_rejected_message(reply)
-            return reply
+        if self.policy.checks_message:
+            reply = await self.run_db(self.policy.check_message, client, envelope.mail_from, raw)
+            if reply is not None:
+                self.log_rejected_message(reply)
+                return reply
 
         try:
-            message = await self.run_db(
-                spool.enqueue,
-                raw,
-                envelope.mail_from,
-                list(client.recipients),
-                source=self.policy.source,
-                client_address=client_address_or_none(client.address),
-                helo_name=client.helo_name[:255],
-                authenticated_user=client.login[:150] if client.authenticated_user is not None else "",
-                dsn_ret=client.dsn_ret,
-                dsn_envid=client.dsn_envid,
-                smtputf8=client.smtputf8,
-                queue_id=queue_id,
-            )
+            prepared = await self.prepare_message(raw, queue_id)
+            await self.wait_for_commit(prepared)
         except Exception:  # noqa: BLE001 - nothing was acknowledged, so the client keeps the message
             logger.exception(
-                "client=%s from=<%s> message not stored, replied %s",
+                "client=%s from=<%s> queue_id=%s message not stored, replied %s",
                 client.address,
                 envelope.mail_from,
+                queue_id,
                 replies.STORE_FAILED,
             )
             return replies.STORE_FAILED
 
-        reply = replies.QUEUED.format(queue_id=message.queue_id)
+        reply = replies.QUEUED.format(queue_id=queue_id)
         for recipient in client.recipients:
             logger.info(
                 "queue_id=%s client=%s from=<%s> to=<%s> reply=%s",
-                message.queue_id,
+                queue_id,
                 client.address,
                 envelope.mail_from,
                 recipient.address,
                 reply,
-                extra={"queue_id": message.queue_id, "size": len(raw), "store_seconds": time.monotonic() - started},
+                extra={"queue_id": queue_id, "size": len(raw), "store_seconds": time.monotonic() - started},
             )
         return reply
+
+    async def prepare_message(self, raw, queue_id):
+        """Check and summarise the message for the spool, in a pool thread when it is large.
+
+        A small message is prepared on the event loop, where that costs less than the
+        thread hand-off. Parsing the header section of a large one could stall every
+        session for as long as it takes.
+        """
+        envelope = self.envelope
+        client = self.client
+        call = functools.partial(
+            spool.prepare,
+            raw,
+            envelope.mail_from,
+            list(client.recipients),
+            source=self.policy.source,
+            client_address=client_address_or_none(client.address),
+            helo_name=client.helo_name[:255],
+            authenticated_user=client.login[:150] if client.authenticated_user is not None else "",
+            dsn_ret=client.dsn_ret,
+            dsn_envid=client.dsn_envid,
+            smtputf8=client.smtputf8,
+            queue_id=queue_id,
+        )
+        if len(raw) <= PREPARE_ON_LOOP_MAX_SIZE:
+            return call()
+        return await self.run_db(call)
+
+    async def wait_for_commit(self, prepared):
+        """Hand the message to the group committer and wait, with the idle timeout paused."""
+        self.pending_db_calls += 1
+        try:
+            return await self.listener.committer.store(prepared)
+        finally:
+            self.pending_db_calls -= 1
+            self._reset_timeout()
 
     def log_rejected_message(self, reply):
         logger.info(

@@ -1,0 +1,116 @@
+"""Group commit: the messages of many sessions stored in one transaction.
+
+Each session hands its prepared message to the listeners' GroupCommitter and waits. The
+committer runs one transaction at a time (SERVER_GROUP_COMMIT_CONCURRENCY) in the
+database thread pool, and messages that arrive while it runs form the next group. Under
+load one commit stores many messages. With one transaction at a time, the listeners'
+threads do not wait for each other on SQLite's write lock, though they still may wait
+for a worker process. Every session's future is resolved only after its group has
+committed, so a 250 still means stored. When a group fails, every message in it fails,
+and the transaction stores none of them.
+"""
+import asyncio
+import logging
+
+from django.db import transaction
+
+from .. import conf, spool
+from .database import run_in_db_thread
+from .delivery_hints import DeliveryHints
+
+logger = logging.getLogger(__name__)
+
+
+class GroupCommitter:
+    """Stores prepared messages of the listeners' sessions, many in one transaction."""
+
+    def __init__(self):
+        self.waiting = []
+        # Messages in the groups being committed now.
+        self.committing = 0
+        self.flushers = set()
+        self.hints = DeliveryHints()
+
+    async def store(self, prepared):
+        """Store one spool.PreparedMessage with the next group; return its message id once committed.
+
+        Raises the group's database error when the group could not be stored.
+        """
+        loop = asyncio.get_running_loop()
+        stored = loop.create_future()
+        self.waiting.append((prepared, stored))
+        if len(self.flushers) < conf.get("SERVER_GROUP_COMMIT_CONCURRENCY"):
+            self.flushers.add(loop.create_task(self.flush()))
+        return await stored
+
+    async def flush(self):
+        """Commit the waiting messages group after group until none is left."""
+        try:
+            while self.waiting:
+                group = self.take_group()
+                self.committing += len(group)
+                try:
+                    await self.commit_group(group)
+                finally:
+                    self.committing -= len(group)
+        finally:
+            # In the same step as the last look at self.waiting, so a message added
+            # after it always finds this task gone and starts another.
+            self.flushers.discard(asyncio.current_task())
+
+    def take_group(self):
+        """Take the oldest waiting messages up to SERVER_GROUP_COMMIT_MAX_MESSAGES and _MAX_BYTES.
+
+        A message whose session has gone (its future is cancelled) is dropped unstored.
+        """
+        self.waiting = [(prepared, stored) for prepared, stored in self.waiting if not stored.done()]
+        max_messages = conf.get("SERVER_GROUP_COMMIT_MAX_MESSAGES")
+        max_bytes = conf.get("SERVER_GROUP_COMMIT_MAX_BYTES")
+        size = 0
+        count = 0
+        for prepared, _stored in self.waiting:
+            if count and (count >= max_messages or size + prepared.fields["size"] > max_bytes):
+                break
+            size += prepared.fields["size"]
+            count += 1
+        group, self.waiting = self.waiting[:count], self.waiting[count:]
+        return group
+
+    async def commit_group(self, group):
+        if not group:
+            return
+        prepared = [item for item, _stored in group]
+        try:
+            message_ids = await run_in_db_thread(store_group, prepared)
+        except asyncio.CancelledError:
+            # The loop is shutting down: the group's sessions end without a reply.
+            for _item, stored in group:
+                stored.cancel()
+            raise
+        except Exception as error:  # noqa: BLE001 - every waiting session gets the error and answers 4xx
+            logger.warning(
+                "group of %d messages not stored (queue_ids=%s): %s",
+                len(group),
+                ",".join(item.queue_id for item in prepared),
+                error,
+            )
+            for _item, stored in group:
+                if not stored.done():
+                    stored.set_exception(error)
+            return
+
+        logger.debug(
+            "group of %d messages committed (queue_ids=%s)",
+            len(group),
+            ",".join(item.queue_id for item in prepared),
+        )
+        for message_id, (_item, stored) in zip(message_ids, group):
+            if not stored.done():
+                stored.set_result(message_id)
+        self.hints.add(message_ids, sum(len(item.recipients) for item in prepared))
+
+
+def store_group(prepared):
+    """Insert a group of prepared messages in one transaction; return their message ids."""
+    with transaction.atomic():
+        return spool.store_prepared(prepared)
