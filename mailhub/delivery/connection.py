@@ -86,11 +86,18 @@ class SMTPConnection:
         self.sock.settimeout(timeout)
         self.sock.sendall(data)
 
-    def send_in_blocks(self, data, timeout):
-        """Send ``data`` in DATA_BLOCK_SIZE pieces, each within ``timeout`` seconds."""
+    def send_in_blocks(self, data, timeout, trailer=b""):
+        """Send ``data`` in DATA_BLOCK_SIZE pieces, each within ``timeout`` seconds.
+
+        ``trailer`` goes out in the same write as the last piece, so pipelined commands
+        that follow the data leave without a round trip of their own.
+        """
         view = memoryview(data)
-        for start in range(0, len(view), DATA_BLOCK_SIZE):
+        starts = range(0, len(view), DATA_BLOCK_SIZE)
+        for start in starts[:-1]:
             self.send(view[start:start + DATA_BLOCK_SIZE], timeout)
+        last = starts[-1] if starts else 0
+        self.send(bytes(view[last:]) + trailer, timeout)
 
     def read_line(self, timeout):
         while b"\n" not in self.buffer:

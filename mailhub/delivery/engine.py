@@ -1,12 +1,17 @@
 """The store-and-forward core: deliver claimed recipients and record what happened.
 
 Claimed recipients are grouped by route, and a local route goes to local delivery. A
-remote route takes a destination slot and opens one SMTP session. It sends every due
-message for that destination over it, and claims more due recipients of the same
-domains while the session is open. Each recipient ends delivered, deferred (with its next attempt time) or
-bounced, and its lease is released. DSNs for the finished recipients follow.
+remote route takes a destination slot and opens one SMTP session. The session sends every
+due message for that destination, with each message's commands pipelined behind the
+previous message's data. While it is open, the engine claims more due recipients of the
+same domains, and for a relay also of other domains routed the same way. Each recipient
+ends delivered, deferred (with its next attempt time) or bounced. The outcomes of a batch
+are stored together, which also releases their leases, and DSNs for the finished
+recipients follow.
 """
+import dataclasses
 import logging
+import time
 from collections import OrderedDict
 
 from django.db import transaction
@@ -21,8 +26,15 @@ from .types import OutboundEnvelope, Reply
 logger = logging.getLogger(__name__)
 
 # Follow-up claims per open session: with CLAIM_BATCH recipients each, one session sends
-# at most this many batches before it ends and frees its slot for other workers' turns.
-MAX_BATCHES_PER_SESSION = 10
+# at most this many batches before it ends, so a worker process stuck behind one large
+# destination still gets to the hints of other destinations.
+MAX_BATCHES_PER_SESSION = 50
+# Outcomes of sent recipients are stored in bulk, once this many wait or the oldest has
+# waited this many seconds, which saves two writes per recipient. A worker killed in
+# between leaves at most that much mail sent but unrecorded, and it is sent again after
+# its lease expires.
+RECORD_EVERY = 100
+RECORD_AFTER_SECONDS = 1.0
 
 
 def deliver_message(message_id):
@@ -34,6 +46,19 @@ def deliver_message(message_id):
 def deliver_due(limit=None):
     """Deliver one batch of due recipients of any message; returns how many were claimed."""
     token, recipients = claim.claim(limit=limit)
+    return deliver_claimed(token, recipients)
+
+
+def deliver_next_domain():
+    """Deliver a batch of due recipients of the domain that is due first; returns how many were claimed.
+
+    A batch of one domain fills one SMTP session, where a batch of the oldest due
+    recipients of every domain would open a session for each of them.
+    """
+    domain = claim.first_due_domain()
+    if domain is None:
+        return 0
+    token, recipients = claim.claim_for_domains([domain], conf.get("CLAIM_BATCH"))
     return deliver_claimed(token, recipients)
 
 
@@ -56,9 +81,15 @@ def deliver_claimed(token, recipients):
         )
         raise
     finally:
-        claim.release(token)
+        release_unrecorded(token, recipients)
         send_reports(recipients)
     return len(recipients)
+
+
+def release_unrecorded(token, recipients):
+    """Give back the lease of recipients that got no outcome; a recorded one has dropped it."""
+    if any(recipient.lease_token == token for recipient in recipients):
+        claim.release(token)
 
 
 def bounce_looping(token, recipients):
@@ -130,10 +161,11 @@ def deliver_remote(token, route, recipients):
         if not holder:
             postpone_busy(token, route, recipients, wait)
             return
+        renew_slot = Renewal(lambda: slots.renew(holder))
         try:
             with client.open_session(route) as session:
-                if send_batch(session, token, recipients, holder) and session.is_connected:
-                    send_more(session, route, recipients, holder)
+                if send_batch(session, token, recipients, renew_slot) and session.is_connected:
+                    send_more(session, route, recipients, renew_slot)
         except DeliveryError as error:
             unrecorded = set(Recipient.objects.filter(lease_token=token).values_list("id", flat=True))
             pending = [recipient for recipient in recipients if recipient.id in unrecorded]
@@ -155,57 +187,148 @@ def postpone_busy(token, route, recipients, wait):
         send_hint(message_id, countdown=wait)
 
 
-def send_more(session, route, first_batch, holder):
-    """Claim and send more due recipients of the route's domains over the open session."""
+def send_more(session, route, first_batch, renew_slot):
+    """Claim and send more due recipients of the route's domains over the open session.
+
+    When they are done, a relay session goes on with the next due domain that is routed
+    to the same relay in the same way, as one connection to a smarthost carries mail
+    for every domain.
+    """
     domains = {recipient.domain for recipient in first_batch}
     for _ in range(MAX_BATCHES_PER_SESSION):
         token, claimed = claim.claim_for_domains(domains, conf.get("CLAIM_BATCH"))
         if not claimed:
-            return
+            domain = next_domain_on_route(route)
+            if domain is None:
+                return
+            # The domains done so far stay in the set, so one claim can take recipients
+            # of several domains that arrive for this relay meanwhile.
+            domains = domains | {domain}
+            continue
         try:
-            healthy = send_batch(session, token, bounce_looping(token, claimed), holder)
+            healthy = send_batch(session, token, bounce_looping(token, claimed), renew_slot)
         finally:
-            claim.release(token)
+            release_unrecorded(token, claimed)
             send_reports(claimed)
         if not healthy or not session.is_connected:
             return
 
 
-def send_batch(session, token, recipients, holder):
+def next_domain_on_route(route):
+    """Return the first due domain if a relay route like ``route`` serves it, else None."""
+    if route.kind != "relay":
+        return None
+    domain = claim.first_due_domain()
+    if domain is None:
+        return None
+    candidate = resolve(domain)
+    if isinstance(candidate, Reply) or dataclasses.replace(candidate, domain=route.domain) != route:
+        return None
+    return domain
+
+
+def send_batch(session, token, recipients, renew_slot):
     """Send each message of the batch; returns False once the session has failed."""
-    healthy = True
-    for message_recipients in group_by_message(recipients).values():
-        for chunk in chunked(message_recipients, conf.get("RECIPIENTS_PER_TRANSACTION")):
-            claim.renew(token)
-            slots.renew(holder)
-            replies = send_envelope(session, chunk) if healthy else None
-            if replies is None:
-                healthy = False
-                replies = [session_failure_reply()] * len(chunk)
-            outcomes.record(token, list(zip(chunk, replies)))
-    return healthy
+    renew_lease = Renewal(lambda: claim.renew(token))
+    unrecorded = UnrecordedOutcomes(token)
+    chunks = [
+        chunk
+        for message_recipients in group_by_message(recipients).values()
+        for chunk in chunked(message_recipients, conf.get("RECIPIENTS_PER_TRANSACTION"))
+    ]
 
+    def renew():
+        renew_lease()
+        renew_slot()
 
-def send_envelope(session, recipients):
-    """Send one SMTP transaction; returns one Reply per recipient, or None if the session broke."""
-    envelope = build_envelope(recipients)
     try:
-        replies = session.send(envelope)
-    except DeliveryError as error:
-        logger.info("queue_id=%s transaction failed: %s", envelope.queue_id, error.reply)
-        return [error.reply] * len(recipients)
-    except OSError as error:
-        logger.warning("queue_id=%s session broke: %s", envelope.queue_id, error)
-        return None
-    if len(replies) != len(recipients):
-        logger.error(
-            "queue_id=%s the client returned %d replies for %d recipients",
-            envelope.queue_id,
-            len(replies),
-            len(recipients),
-        )
-        return None
-    return list(replies)
+        for chunk, replies in send_chunks(session, chunks, renew):
+            unrecorded.add(zip(chunk, replies))
+    finally:
+        # Also when sending raised: what was sent must be recorded, or it is sent again.
+        unrecorded.record()
+    return session.is_connected
+
+
+class UnrecordedOutcomes:
+    """Replies of sent recipients waiting to be stored together under one lease token."""
+
+    def __init__(self, token):
+        self.token = token
+        self.results = []
+        self.oldest = None
+
+    def add(self, results):
+        if not self.results:
+            self.oldest = time.monotonic()
+        self.results.extend(results)
+        if len(self.results) >= RECORD_EVERY or time.monotonic() - self.oldest >= RECORD_AFTER_SECONDS:
+            self.record()
+
+    def record(self):
+        results, self.results = self.results, []
+        if results:
+            outcomes.record(self.token, results)
+
+
+class Renewal:
+    """Run ``renew`` again once a quarter of LEASE_SECONDS has passed since the last run.
+
+    Each SMTP transaction then starts with at least three quarters of its lease left,
+    without a database write before every message.
+    """
+
+    def __init__(self, renew):
+        self.renew = renew
+        self.renewed_at = time.monotonic()
+
+    def __call__(self):
+        now = time.monotonic()
+        if now - self.renewed_at >= conf.get("LEASE_SECONDS") / 4:
+            self.renew()
+            self.renewed_at = now
+
+
+def send_chunks(session, chunks, renew):
+    """Send each chunk as one envelope over the session; yield ``(chunk, replies)`` in order.
+
+    Once the session breaks, the remaining chunks get the session failure reply unsent.
+    """
+    position = 0
+    while position < len(chunks) and session.is_connected:
+        try:
+            for replies in session.send_each(envelopes_of(chunks[position:], renew)):
+                chunk = chunks[position]
+                position += 1
+                if len(replies) != len(chunk):
+                    logger.error(
+                        "queue_id=%s the client returned %d replies for %d recipients",
+                        chunk[0].message.queue_id,
+                        len(replies),
+                        len(chunk),
+                    )
+                    session.abort()
+                    yield chunk, [session_failure_reply()] * len(chunk)
+                    break
+                yield chunk, list(replies)
+        except DeliveryError as error:
+            failed = chunks[position]
+            logger.info("queue_id=%s transaction failed: %s", failed[0].message.queue_id, error.reply)
+            position += 1
+            yield failed, [error.reply] * len(failed)
+        except OSError as error:
+            logger.warning("queue_id=%s session broke: %s", chunks[position][0].message.queue_id, error)
+            session.abort()
+            break
+    for chunk in chunks[position:]:
+        yield chunk, [session_failure_reply()] * len(chunk)
+
+
+def envelopes_of(chunks, renew):
+    """Yield the envelope of each chunk, renewing the leases before each transaction."""
+    for chunk in chunks:
+        renew()
+        yield build_envelope(chunk)
 
 
 def session_failure_reply():
@@ -240,18 +363,37 @@ def chunked(items, size):
 
 
 def send_reports(recipients):
-    """Send the DSNs that the recipients' messages now owe: failures, successes, delays."""
+    """Send the DSNs that the recipients' messages now owe: failures, successes, delays.
+
+    Only messages with a recipient of this batch that may owe a report are looked at;
+    what other workers finished is theirs to report, and the sweep reports what any
+    worker missed.
+    """
     now = timezone.now()
-    messages = {recipient.message_id: recipient.message for recipient in recipients}
-    for message in messages.values():
+    finished = {recipient.message_id: recipient.message for recipient in recipients if owes_final_report(recipient)}
+    deferred = {recipient.message_id: recipient.message for recipient in recipients if owes_delay_report(recipient)}
+    for message_id, message in (finished | deferred).items():
         try:
-            dsn.report_unnotified(message)
-            if retry.delay_warning_due(message, now):
+            if message_id in finished:
+                dsn.report_unnotified(message)
+            if message_id in deferred and retry.delay_warning_due(message, now):
                 dsn.report_delay(message)
         except Exception:
             # The recipients stay unreported (notified_at is rolled back with the DSN),
             # so the next sweep tries again.
             logger.exception("queue_id=%s writing a DSN failed", message.queue_id)
+
+
+def owes_final_report(recipient):
+    if recipient.notified_at is not None:
+        return False
+    if recipient.status == Recipient.Status.BOUNCED:
+        return True
+    return recipient.status == Recipient.Status.DELIVERED and "SUCCESS" in recipient.notify.upper()
+
+
+def owes_delay_report(recipient):
+    return recipient.status == Recipient.Status.DEFERRED and recipient.delay_notified_at is None
 
 
 def send_hint(message_id, countdown=None):

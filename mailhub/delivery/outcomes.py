@@ -3,11 +3,12 @@
 Every update is conditional on the lease token. A worker that ran past LEASE_SECONDS,
 so that another worker took its lease over, cannot overwrite the newer result, and the
 lost result is logged. Each recipient also gets a DeliveryAttempt row with the reply that ended it.
-A batch of outcomes is stored in bulk; only when a lease turns out lost are its rows
+A batch of outcomes is stored in bulk. Only when a lease turns out lost are its rows
 stored one by one, to find which of them the worker still holds.
 """
 import logging
 from datetime import datetime
+from enum import Enum
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -55,10 +56,9 @@ def record(token, results):
 
 
 def result_fields(recipient, reply, outcome, now):
-    """Return the recipient's new field values (``attempts`` as an F() increment)."""
+    """Return the recipient's new field values, except ``attempts``, which the update increments."""
     fields = {
         "status": outcome,
-        "attempts": F("attempts") + 1,
         "reply_code": reply.code,
         "reply_enhanced_code": reply.enhanced_code,
         "reply_text": reply.text,
@@ -80,22 +80,26 @@ def result_fields(recipient, reply, outcome, now):
 
 
 def store_all(token, planned, now):
-    """Store every planned outcome with one statement run per row, or store none.
+    """Store every planned outcome, or none of them.
 
     Returns False, with nothing changed, when a lease was lost on any of the rows, so
-    the caller stores them one by one and learns which ones it still holds. Statement
-    and attempt rows go to the database in bulk because a batch of a hundred messages
-    would otherwise cost two round trips per recipient.
+    the caller stores them one by one and learns which ones it still holds. The rows go
+    to the database through executemany, without model instances, because a batch of a
+    hundred messages would otherwise cost two statements and two instances per recipient.
+    The statements are built before the transaction starts, which keeps SQLite's write
+    lock for the database work alone.
     """
     if not planned:
         return True
     rows = [(recipient, reply, outcome, result_fields(recipient, reply, outcome, now)) for recipient, reply, outcome in planned]
+    update_sql, update_params = result_updates(token, rows, now)
+    insert_sql, insert_params = attempt_inserts(rows, now)
     try:
-        with transaction.atomic():
-            updated = update_rows(token, rows, now)
-            if updated != len(rows):
-                raise LeaseLost(updated, len(rows))
-            DeliveryAttempt.objects.bulk_create([attempt_row(recipient, reply, outcome, now) for recipient, reply, outcome, _ in rows])
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(update_sql, update_params)
+            if cursor.rowcount != len(rows):
+                raise LeaseLost(cursor.rowcount, len(rows))
+            cursor.executemany(insert_sql, insert_params)
     except LeaseLost:
         return False
     for recipient, _, _, fields in rows:
@@ -107,15 +111,15 @@ class LeaseLost(Exception):
     """A bulk store matched fewer rows than it had: some lease was taken over meanwhile."""
 
 
-# The columns that update_rows sets, in the order of its parameters.
+# The columns that result_updates sets, in the order of its parameters.
 RESULT_COLUMNS = (
     "status", "reply_code", "reply_enhanced_code", "reply_text", "remote_host", "lease_token",
     "lease_expires_at", "possible_duplicate", "next_attempt_at", "finished_at", "updated_at",
 )
 
 
-def update_rows(token, rows, now):
-    """Run one conditional UPDATE per row through executemany; return the rows it matched."""
+def result_updates(token, rows, now):
+    """Return one conditional UPDATE and its parameters for each row, for executemany."""
     ops = connection.ops
     table = ops.quote_name(Recipient._meta.db_table)
     column = {name: ops.quote_name(Recipient._meta.get_field(name).column) for name in (*RESULT_COLUMNS, "attempts", "id")}
@@ -124,19 +128,47 @@ def update_rows(token, rows, now):
         f"UPDATE {table} SET {assignments}, {column['attempts']} = {column['attempts']} + 1 "
         f"WHERE {column['id']} = %s AND {column['lease_token']} = %s"
     )
+    stamp = adapt(now)
     params = [
-        [adapt(fields.get(name, now)) for name in RESULT_COLUMNS] + [recipient.id, token]
+        [adapt(fields[name]) if name in fields else stamp for name in RESULT_COLUMNS] + [recipient.id, token]
         for recipient, _, _, fields in rows
     ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-        return cursor.rowcount
+    return sql, params
+
+
+# The columns that attempt_inserts fills, in the order of its parameters.
+ATTEMPT_COLUMNS = (
+    "message_id", "recipient_id", "started_at", "outcome", "remote_host", "reply_code", "reply_enhanced_code", "reply_text",
+)
+
+
+def attempt_inserts(rows, now):
+    """Return the INSERT of a DeliveryAttempt and its parameters for each row, for executemany."""
+    ops = connection.ops
+    meta = DeliveryAttempt._meta
+    columns = ", ".join(ops.quote_name(meta.get_field(name).column) for name in ATTEMPT_COLUMNS)
+    placeholders = ", ".join(["%s"] * len(ATTEMPT_COLUMNS))
+    sql = f"INSERT INTO {ops.quote_name(meta.db_table)} ({columns}) VALUES ({placeholders})"
+    stamp = adapt(now)
+    params = [
+        [recipient.message_id, recipient.id, stamp, adapt(outcome), reply.remote_host, reply.code, reply.enhanced_code, reply.text]
+        for recipient, reply, outcome, _ in rows
+    ]
+    return sql, params
 
 
 def adapt(value):
+    """Return the value as the database driver takes it, as the ORM would have converted it."""
+    if value is None or value.__class__ in PLAIN_TYPES:
+        return value
     if isinstance(value, datetime):
         return connection.ops.adapt_datetimefield_value(value)
+    if isinstance(value, Enum):
+        return value.value
     return value
+
+
+PLAIN_TYPES = frozenset({str, int, bool})
 
 
 def attempt_row(recipient, reply, outcome, now):
@@ -155,7 +187,7 @@ def attempt_row(recipient, reply, outcome, now):
 def store(token, recipient, reply, outcome, now):
     """Store one outcome if the lease ``token`` still holds the recipient; return whether it did."""
     fields = result_fields(recipient, reply, outcome, now)
-    updated = Recipient.objects.filter(id=recipient.id, lease_token=token).update(**fields)
+    updated = Recipient.objects.filter(id=recipient.id, lease_token=token).update(attempts=F("attempts") + 1, **fields)
     if not updated:
         logger.warning(
             "queue_id=%s to=<%s> lease lost before the result was stored, result %s not recorded: %s",

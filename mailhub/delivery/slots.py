@@ -67,6 +67,12 @@ def try_acquire(destination, limit):
 def acquire(destination, wait):
     """Take a slot of the destination, polling for up to ``wait`` seconds; returns the token or ""."""
     limit = conf.get("DESTINATION_CONCURRENCY")
+    holder = try_acquire(destination, limit)
+    if holder:
+        return holder
+
+    # The slot rows are created after a failed try only, which spares every later session
+    # a write. A raised DESTINATION_CONCURRENCY gets its new rows the same way.
     ensure_slots(destination, limit)
     deadline = time.monotonic() + wait
     while True:

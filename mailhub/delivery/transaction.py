@@ -39,15 +39,23 @@ def format_orcpt(original_recipient):
 
 
 class MailTransaction:
-    """The commands and replies of one transaction for some recipients of an envelope."""
+    """The commands and replies of one transaction for some recipients of an envelope.
 
-    def __init__(self, connection, extensions, envelope, indexes):
+    With PIPELINING, ``follow`` may name a function that returns the next transaction's
+    commands. They go out in the same write as this transaction's final dot, because RFC
+    2920 section 3.1 lets message content start a group. That transaction then runs with
+    ``commands_sent``.
+    """
+
+    def __init__(self, connection, extensions, envelope, indexes, data):
         self.connection = connection
         self.extensions = extensions
         self.envelope = envelope
         self.indexes = indexes
+        self.data = data
         self.smtputf8 = envelope_needs_smtputf8(envelope) and "SMTPUTF8" in extensions
         self.completed = False
+        self.follow = None
 
     @property
     def label(self):
@@ -84,19 +92,29 @@ class MailTransaction:
                 parts.append(f"ORCPT={format_orcpt(original_recipient)}")
         return " ".join(parts).encode("utf-8")
 
+    @property
+    def pipelined(self):
+        return "PIPELINING" in self.extensions
+
+    def command_group(self):
+        """Return MAIL, every RCPT and DATA as one pipelined group of lines."""
+        commands = [self.build_mail_command(len(self.data)), *self.rcpt_commands(), b"DATA"]
+        return b"".join(command + b"\r\n" for command in commands)
+
+    def rcpt_commands(self):
+        return [self.build_rcpt_command(index) for index in self.indexes]
+
     # Running.
 
-    def run(self, data):
+    def run(self, commands_sent=False):
         """Send the transaction; return one Reply per recipient index.
 
         Raises OSError, ConnectionLost or ProtocolError when the connection fails before
         the final dot. After it, the replies are marked possible_duplicate instead.
         """
-        mail_command = self.build_mail_command(len(data))
-        rcpt_commands = [self.build_rcpt_command(index) for index in self.indexes]
-        if "PIPELINING" in self.extensions:
-            return self.run_pipelined(mail_command, rcpt_commands, data)
-        return self.run_in_lockstep(mail_command, rcpt_commands, data)
+        if self.pipelined:
+            return self.run_pipelined(commands_sent)
+        return self.run_in_lockstep(self.build_mail_command(len(self.data)), self.rcpt_commands(), self.data)
 
     def run_in_lockstep(self, mail_command, rcpt_commands, data):
         timeout = conf.get("COMMAND_TIMEOUT")
@@ -114,18 +132,18 @@ class MailTransaction:
             return replace_accepted(rcpt_replies, data_reply)
         return self.send_data(rcpt_replies, data)
 
-    def run_pipelined(self, mail_command, rcpt_commands, data):
+    def run_pipelined(self, commands_sent=False):
         """Send MAIL, every RCPT and DATA in one write and read their replies in order (RFC 2920)."""
         timeout = conf.get("COMMAND_TIMEOUT")
 
-        batch = b"".join(command + b"\r\n" for command in [mail_command, *rcpt_commands, b"DATA"])
-        self.connection.send(batch, timeout)
+        if not commands_sent:
+            self.connection.send(self.command_group(), timeout)
         mail_reply = self.connection.read_reply(timeout)
-        rcpt_replies = [self.connection.read_reply(timeout) for _ in rcpt_commands]
+        rcpt_replies = [self.connection.read_reply(timeout) for _ in self.indexes]
         data_reply = self.connection.read_reply(timeout)
 
         if not mail_reply.is_success:
-            rcpt_replies = [mail_reply] * len(rcpt_commands)
+            rcpt_replies = [mail_reply] * len(self.indexes)
         accepted = any(reply.is_success for reply in rcpt_replies)
 
         if data_reply.code == 354 and not accepted:
@@ -137,7 +155,7 @@ class MailTransaction:
             return rcpt_replies
         if data_reply.code != 354:
             return replace_accepted(rcpt_replies, data_reply)
-        return self.send_data(rcpt_replies, data)
+        return self.send_data(rcpt_replies, self.data)
 
     def send_data(self, rcpt_replies, data):
         """Send the message after 354; accepted recipients get the reply to the final dot.
@@ -146,8 +164,9 @@ class MailTransaction:
         outcome unknown (RFC 1047): the server may have taken the message, so those
         replies are marked possible_duplicate.
         """
+        trailer = self.follow() if self.follow is not None else b""
         try:
-            self.connection.send_in_blocks(data, conf.get("DATA_BLOCK_TIMEOUT"))
+            self.connection.send_in_blocks(data, conf.get("DATA_BLOCK_TIMEOUT"), trailer)
         except (OSError, ConnectionLost) as error:
             self.connection.close()
             lost = Reply(451, "4.4.2", f"connection lost while sending the message: {error}", self.label)

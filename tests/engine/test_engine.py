@@ -6,8 +6,9 @@ from email.parser import BytesParser
 import pytest
 from django.utils import timezone
 
-from mailhub import queue
-from mailhub.delivery import engine
+from mailhub import queue, tasks
+from mailhub.delivery import claim, engine, outcomes
+from mailhub.delivery.types import Reply
 from mailhub.delivery.sweep import sweep
 from mailhub.models import DeliveryAttempt, DestinationSlot, MailboxMessage, Message, Recipient, SweepRecord
 from mailhub.spool import EnvelopeRecipient
@@ -486,3 +487,94 @@ def test_lost_reply_after_data_marks_duplicate(settings, raw_smtp_peer):
     assert recipient.status == "deferred"
     assert recipient.possible_duplicate is True
     assert recipient.reply_code == 451
+
+
+def test_batch_outcomes_skip_a_lost_lease(settings):
+    message = enqueue(["a@remote.test", "b@remote.test", "c@remote.test"])
+    token, recipients = claim.claim_message(message.pk)
+    taken_over = recipients[1]
+    Recipient.objects.filter(pk=taken_over.pk).update(lease_token="other-worker")
+    accepted = Reply(250, "2.0.0", "queued", "peer")
+
+    recorded = outcomes.record(token, [(recipient, accepted) for recipient in recipients])
+
+    assert [recipient.address for recipient, _ in recorded] == ["a@remote.test", "c@remote.test"]
+    assert statuses(message) == {"a@remote.test": "delivered", "b@remote.test": "queued", "c@remote.test": "delivered"}
+    assert Recipient.objects.get(pk=taken_over.pk).lease_token == "other-worker"
+    assert sorted(DeliveryAttempt.objects.values_list("recipient__address", flat=True)) == ["a@remote.test", "c@remote.test"]
+
+
+def test_batch_outcomes_store_each_reply(settings):
+    message = enqueue(["a@remote.test", "b@remote.test", "c@remote.test"])
+    token, recipients = claim.claim_message(message.pk)
+    replies = [Reply(250, "2.0.0", "queued as A", "peer"), Reply(451, "4.3.0", "later", "peer"), Reply(550, "5.1.1", "no such user", "peer")]
+
+    outcomes.record(token, list(zip(recipients, replies)))
+
+    stored = {recipient.address: recipient for recipient in Recipient.objects.filter(message=message)}
+    assert [(stored[address].status, stored[address].reply_text, stored[address].attempts) for address in sorted(stored)] == [
+        ("delivered", "queued as A", 1),
+        ("deferred", "later", 1),
+        ("bounced", "no such user", 1),
+    ]
+    assert stored["b@remote.test"].next_attempt_at > timezone.now()
+    assert stored["b@remote.test"].finished_at is None
+    assert stored["c@remote.test"].finished_at is not None
+    assert all(recipient.lease_token == "" for recipient in stored.values())
+    assert recipients[1].status == "deferred" and recipients[1].attempts == 1
+    assert DeliveryAttempt.objects.filter(message=message).count() == 3
+
+
+def test_next_domain_goes_in_one_session(settings, smtp_peer):
+    first_peer = smtp_peer()
+    second_peer = smtp_peer()
+    route_to(settings, first_peer, domain="first.test")
+    route_to(settings, second_peer, domain="second.test")
+    enqueue(["a@first.test"])
+    enqueue(["b@second.test"])
+    enqueue(["c@first.test"])
+
+    assert engine.deliver_next_domain() == 2
+
+    assert first_peer.sessions == 1
+    assert sorted(first_peer.received_recipients()) == ["a@first.test", "c@first.test"]
+    assert second_peer.sessions == 0
+    assert engine.deliver_next_domain() == 1
+    assert engine.deliver_next_domain() == 0
+    assert second_peer.received_recipients() == ["b@second.test"]
+
+
+def test_relay_session_goes_on_with_other_domains(settings, smtp_peer):
+    peer = smtp_peer()
+    route_to(settings, peer, domain="first.test")
+    route_to(settings, peer, domain="second.test")
+    other_peer = smtp_peer()
+    route_to(settings, other_peer, domain="third.test")
+    first = enqueue(["a@first.test"])
+    enqueue(["b@second.test"])
+    enqueue(["c@third.test"])
+    enqueue(["d@second.test"])
+
+    assert engine.deliver_message(first.pk) == 1
+
+    assert peer.sessions == 1
+    assert sorted(peer.received_recipients()) == ["a@first.test", "b@second.test", "d@second.test"]
+    assert other_peer.sessions == 0
+    assert Recipient.objects.get(address="c@third.test").status == "queued"
+
+
+def test_deliver_task_drains_other_due_mail(settings, smtp_peer):
+    first_peer = smtp_peer()
+    second_peer = smtp_peer()
+    route_to(settings, first_peer, domain="first.test")
+    route_to(settings, second_peer, domain="second.test")
+    first = enqueue(["a@first.test"])
+    enqueue(["b@second.test"])
+    later = enqueue(["c@second.test"])
+    Recipient.objects.filter(message=later).update(next_attempt_at=timezone.now() + timedelta(hours=1))
+
+    assert tasks.deliver_message(first.pk) == 2
+
+    assert first_peer.received_recipients() == ["a@first.test"]
+    assert second_peer.received_recipients() == ["b@second.test"]
+    assert statuses(later) == {"c@second.test": "queued"}

@@ -193,3 +193,26 @@ def test_three_workers_two_thousand_messages(settings, smtp_peer, celery_worker_
         assert len(set(received)) == 100, domain
         assert peer.max_concurrent_sessions <= 2, domain
     assert Message.objects.filter(source="bounce").count() == 0
+
+
+def test_pool_processes_share_one_destination(settings, smtp_peer, celery_worker_factory):
+    # Small claims leave most of the backlog due while the first session runs, so the
+    # other pool processes claim their share of it.
+    settings.MAILHUB_CLAIM_BATCH = 10
+    peer = smtp_peer()
+    route_to(settings, peer)
+    messages = [enqueue([f"user{number}@remote.test"], raw=raw_message(subject=f"share {number}")) for number in range(600)]
+
+    celery_worker_factory(name="sharing", concurrency=3)
+
+    def all_final():
+        return not Recipient.objects.exclude(status__in=["delivered", "bounced"]).exists()
+
+    wait_for(all_final, timeout=300, describe="600 messages to be delivered")
+
+    assert Recipient.objects.filter(status="delivered").count() == len(messages)
+    received = peer.received_recipients()
+    assert len(received) == len(messages)
+    assert len(set(received)) == len(messages)
+    assert peer.max_concurrent_sessions >= 2
+    assert Recipient.objects.filter(attempts=1).count() == len(messages)

@@ -467,3 +467,68 @@ def test_invalid_notify_value_left_out(smtp_peer):
     assert replies[0].code == 250
     assert peer.messages[0].dsn_mail_parameters == []
     assert peer.messages[0].dsn_rcpt_parameters == [[]]
+
+
+def test_send_each_pipelines_next_transaction_behind_data(raw_smtp_peer, settings):
+    # The peer holds back its reply to the first message until the second message's
+    # commands have arrived, which only a client that sends them ahead lets happen.
+    settings.MAILHUB_DATA_END_TIMEOUT = 5
+    received = []
+
+    def script(connection):
+        connection.send("220 raw.test ESMTP\r\n")
+        connection.read_line()
+        connection.send("250-raw.test\r\n250 PIPELINING\r\n")
+        for _ in range(3):
+            connection.read_line()
+        connection.send("250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 go ahead\r\n")
+        received.append(connection.read_data())
+        group = [connection.read_line() for _ in range(3)]
+        received.append(group)
+        connection.send("250 2.0.0 first queued\r\n250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 go ahead\r\n")
+        received.append(connection.read_data())
+        connection.send("250 2.0.0 second queued\r\n")
+        connection.read_line()
+        connection.send("221 bye\r\n")
+
+    peer = raw_smtp_peer(script)
+
+    with open_session(route_to(peer.host())) as session:
+        replies = list(session.send_each([envelope("bob@remote.test", queue_id="Q1"), envelope("carol@remote.test", queue_id="Q2")]))
+
+    assert [(reply.code, reply.text) for [reply] in replies] == [(250, "first queued"), (250, "second queued")]
+    assert received[1] == [b"MAIL FROM:<alice@sender.test>", b"RCPT TO:<carol@remote.test>", b"DATA"]
+    assert len(received) == 3
+    assert not peer.errors
+
+
+def test_send_each_keeps_replies_apart(smtp_peer):
+    peer = smtp_peer(pipelining=True)
+    peer.replies.rcpt["carol@remote.test"] = "550 5.1.1 no such user"
+    envelopes = [
+        envelope("bob@remote.test", queue_id="Q1"),
+        envelope("carol@remote.test", queue_id="Q2"),
+        envelope("dave@remote.test", "carol@remote.test", queue_id="Q3"),
+        envelope("erin@remote.test", queue_id="Q4"),
+    ]
+
+    with open_session(route_to(peer.host())) as session:
+        replies = list(session.send_each(envelopes))
+
+    assert [[reply.code for reply in envelope_replies] for envelope_replies in replies] == [[250], [550], [250, 550], [250]]
+    assert [message.recipients for message in peer.messages] == [["bob@remote.test"], ["dave@remote.test"], ["erin@remote.test"]]
+    assert peer.sessions == 1
+
+
+@pytest.mark.parametrize("size", [65536 - 200, 65536 * 2 - 3, 200_000], ids=["one-block", "two-blocks", "four-blocks"])
+def test_send_each_large_messages_intact(smtp_peer, size):
+    peer = smtp_peer(pipelining=True)
+    lines = b"".join(b"line %06d of a large message, padded to a fixed width......\r\n" % number for number in range(size // 64))
+    large = MESSAGE + lines
+    envelopes = [envelope("bob@remote.test", raw=large, queue_id="Q1"), envelope("carol@remote.test", raw=large, queue_id="Q2")]
+
+    with open_session(route_to(peer.host())) as session:
+        replies = list(session.send_each(envelopes))
+
+    assert [[reply.code for reply in envelope_replies] for envelope_replies in replies] == [[250], [250]]
+    assert [message.content for message in peer.messages] == [large, large]
