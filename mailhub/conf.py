@@ -54,6 +54,14 @@ DEFAULTS = {
     # recipients back, due again after the same wait.
     "DESTINATION_SLOT_WAIT": 5,
     "RECIPIENTS_PER_TRANSACTION": 100,
+    # Outcomes of sent recipients are stored together once this many wait or the oldest has
+    # waited this many seconds. A worker killed in between leaves that much mail sent but
+    # unrecorded, and it is sent again when its lease expires. 1 stores after every reply.
+    "DELIVERY_RECORD_RECIPIENTS": 10,
+    "DELIVERY_RECORD_SECONDS": 0.1,
+    # Seconds during which a delivery task goes on claiming other due mail after its own,
+    # so a pool process stays busy while a backlog lasts instead of waiting for a hint.
+    "DELIVERY_DRAIN_SECONDS": 30,
     "MAX_RECEIVED_HEADERS": 50,
     # SMTP client timeouts in seconds, from RFC 5321 section 4.5.3.2.
     "CONNECT_TIMEOUT": 30,

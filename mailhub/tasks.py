@@ -15,10 +15,6 @@ from .delivery import sweep as sweeping
 
 logger = logging.getLogger(__name__)
 
-# Seconds during which one delivery task goes on claiming other due mail after its own.
-# The pool process then stays busy while a backlog lasts, instead of waiting for the
-# broker to hand it the next hint. A batch started before the deadline is finished.
-DRAIN_SECONDS = 30
 
 
 @shared_task(name="mailhub.tasks.deliver_message", acks_late=True, ignore_result=True)
@@ -28,7 +24,7 @@ def deliver_message(message_id):
     Returns how many recipients were claimed in all. The drain also follows a hint whose
     message another process has already sent, so idle pool processes join that backlog.
     """
-    return engine.deliver_message(message_id) + drain(time.monotonic() + DRAIN_SECONDS)
+    return engine.deliver_message(message_id) + drain(time.monotonic() + conf.get("DELIVERY_DRAIN_SECONDS"))
 
 
 def drain(deadline):
@@ -51,7 +47,7 @@ def deliver_due(batches=1):
         claimed += count
         if not count:
             return claimed
-    return claimed + drain(time.monotonic() + DRAIN_SECONDS)
+    return claimed + drain(time.monotonic() + conf.get("DELIVERY_DRAIN_SECONDS"))
 
 
 @shared_task(name="mailhub.tasks.sweep", acks_late=True, ignore_result=True)

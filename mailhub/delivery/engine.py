@@ -29,12 +29,6 @@ logger = logging.getLogger(__name__)
 # at most this many batches before it ends, so a worker process stuck behind one large
 # destination still gets to the hints of other destinations.
 MAX_BATCHES_PER_SESSION = 50
-# Outcomes of sent recipients are stored in bulk, once this many wait or the oldest has
-# waited this many seconds, which saves two writes per recipient. A worker killed in
-# between leaves at most that much mail sent but unrecorded, and it is sent again after
-# its lease expires.
-RECORD_EVERY = 100
-RECORD_AFTER_SECONDS = 1.0
 
 
 def deliver_message(message_id):
@@ -262,7 +256,8 @@ class UnrecordedOutcomes:
         if not self.results:
             self.oldest = time.monotonic()
         self.results.extend(results)
-        if len(self.results) >= RECORD_EVERY or time.monotonic() - self.oldest >= RECORD_AFTER_SECONDS:
+        waited = time.monotonic() - self.oldest
+        if len(self.results) >= conf.get("DELIVERY_RECORD_RECIPIENTS") or waited >= conf.get("DELIVERY_RECORD_SECONDS"):
             self.record()
 
     def record(self):

@@ -578,3 +578,29 @@ def test_deliver_task_drains_other_due_mail(settings, smtp_peer):
     assert first_peer.received_recipients() == ["a@first.test"]
     assert second_peer.received_recipients() == ["b@second.test"]
     assert statuses(later) == {"c@second.test": "queued"}
+
+
+def test_outcomes_wait_for_record_batch(settings):
+    settings.MAILHUB_DELIVERY_RECORD_RECIPIENTS = 3
+    settings.MAILHUB_DELIVERY_RECORD_SECONDS = 60
+    message = enqueue(["a@remote.test", "b@remote.test", "c@remote.test"])
+    token, recipients = claim.claim_message(message.pk)
+    accepted = Reply(250, "2.0.0", "queued", "peer")
+    unrecorded = engine.UnrecordedOutcomes(token)
+
+    unrecorded.add([(recipients[0], accepted), (recipients[1], accepted)])
+    assert set(statuses(message).values()) == {"queued"}
+
+    unrecorded.add([(recipients[2], accepted)])
+    assert set(statuses(message).values()) == {"delivered"}
+
+
+def test_outcomes_recorded_after_each_reply(settings):
+    settings.MAILHUB_DELIVERY_RECORD_RECIPIENTS = 1
+    message = enqueue(["a@remote.test", "b@remote.test"])
+    token, recipients = claim.claim_message(message.pk)
+    unrecorded = engine.UnrecordedOutcomes(token)
+
+    unrecorded.add([(recipients[0], Reply(250, "2.0.0", "queued", "peer"))])
+
+    assert statuses(message) == {"a@remote.test": "delivered", "b@remote.test": "queued"}
