@@ -56,7 +56,7 @@ def claim(condition=None, limit=None):
     if connection.features.has_select_for_update_skip_locked:
         claim_with_row_locks(selection, limit, lease)
     else:
-        claim_with_conditional_update(selection, limit, lease)
+        claim_with_conditional_update(selection, limit, lease, now)
 
     return token, claimed(token)
 
@@ -73,11 +73,13 @@ def claim_with_row_locks(selection, limit, lease):
             Recipient.objects.filter(id__in=ids).update(**lease)
 
 
-def claim_with_conditional_update(selection, limit, lease):
-    # The outer filter repeats the condition, so a row that another writer claimed
-    # between the subquery and the update is left alone.
+def claim_with_conditional_update(selection, limit, lease, now):
+    # The subquery and the update are one statement under SQLite's single writer, so no
+    # other claim runs in between. The outer filter still re-checks the lease, and only
+    # the lease: with the whole due condition, SQLite walks every due row of the due index
+    # instead of looking the few candidates up by primary key.
     candidates = Recipient.objects.filter(selection).order_by(*CLAIM_ORDER).values("id")[:limit]
-    Recipient.objects.filter(selection, id__in=candidates).update(**lease)
+    Recipient.objects.filter(lease_free(now), id__in=candidates).update(**lease)
 
 
 def claimed(token):

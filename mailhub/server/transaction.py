@@ -7,6 +7,7 @@ import re
 import time
 
 from .. import conf, spool
+from ..directory import lookup_key
 from ..models.spool import new_queue_id
 from ..spool import EnvelopeRecipient
 from . import replies
@@ -137,6 +138,12 @@ class TransactionCommands:
             return
 
         recipient, reply = build_envelope_recipient(address, parameters)
+        if reply is None and self.is_duplicate_recipient(address):
+            # Accepted once already: a second Recipient row would deliver a second copy,
+            # and a client could fill a mailbox MAX_RECIPIENTS times faster. Postfix's
+            # cleanup drops duplicates the same way.
+            await self.push(str(replies.RECIPIENT_OK))
+            return
         if reply is None and len(self.client.recipients) >= conf.get("MAX_RECIPIENTS"):
             reply = replies.TOO_MANY_RECIPIENTS
         if reply is None:
@@ -148,6 +155,10 @@ class TransactionCommands:
         self.client.recipients.append(recipient)
         self.envelope.rcpt_tos.append(address)
         await self.push(str(replies.RECIPIENT_OK))
+
+    def is_duplicate_recipient(self, address):
+        key = lookup_key(address)
+        return any(lookup_key(recipient.address) == key for recipient in self.client.recipients)
 
     async def check_recipient(self, address):
         if self.policy.recipient_known_deliverable(address):

@@ -274,3 +274,18 @@ def test_reply_table_has_single_spaces():
 
     assert len(table) > 40
     assert [text for text in texts if "  " in text] == []
+
+
+def test_duplicate_recipients_stored_once(mail_listeners, directory):
+    with mail_listeners.smtp("mx") as client:
+        client.ehlo()
+        client.mail("sender@remote.test")
+        replies_to_rcpt = [
+            client.rcpt(address)[0]
+            for address in ("alice@local.test", "ALICE@Local.Test", "bob@local.test", "alice@local.test")
+        ]
+        code, _text = client.data(message_text("sender@remote.test", "alice@local.test"))
+
+    assert replies_to_rcpt == [250, 250, 250, 250]
+    assert code == 250
+    assert sorted(Recipient.objects.values_list("address", flat=True)) == ["alice@local.test", "bob@local.test"]
