@@ -108,7 +108,8 @@ class Recipient(models.Model):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="mailhub_rcpt_due"),
             models.Index(fields=["lease_expires_at"], name="mailhub_rcpt_lease"),
-            models.Index(fields=["domain", "status"], name="mailhub_rcpt_domain"),
+            # Claims for an open session select by domain and read in due order.
+            models.Index(fields=["domain", "status", "next_attempt_at"], name="mailhub_rcpt_domain_due"),
             models.Index(fields=["status", "notified_at"], name="mailhub_rcpt_notify"),
             # A worker reads back what it claimed by its lease token.
             models.Index(fields=["lease_token"], name="mailhub_rcpt_token"),
