@@ -12,7 +12,7 @@ and the transaction stores none of them.
 import asyncio
 import logging
 
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 
 from .. import conf, spool
 from .database import run_in_db_thread
@@ -111,6 +111,29 @@ class GroupCommitter:
 
 
 def store_group(prepared):
-    """Insert a group of prepared messages in one transaction; return their message ids."""
-    with transaction.atomic():
-        return spool.store_prepared(prepared)
+    """Insert a group of prepared messages in one transaction; return their message ids.
+
+    A pool thread's connection may have died while idle (a database restart, an
+    administrator's pg_terminate_backend), and each of the pool's threads would fail one
+    group on it. When a group fails before its COMMIT and Django has dropped the broken
+    connection, nothing of the group was stored, so it is tried once more on a new
+    connection. A failure at COMMIT is not retried, because the group may have been stored.
+    """
+    for attempt in range(2):
+        used = None
+        committing = False
+        try:
+            with transaction.atomic():
+                used = connection.connection
+                message_ids = spool.store_prepared(prepared)
+                committing = True
+            return message_ids
+        except DatabaseError as error:
+            if committing or attempt or used is None or connection.connection is used:
+                raise
+            logger.warning(
+                "group of %d messages not stored, database connection lost; retrying on a new connection (queue_ids=%s): %s",
+                len(prepared),
+                ",".join(item.queue_id for item in prepared),
+                error,
+            )

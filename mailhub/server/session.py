@@ -34,6 +34,12 @@ MAX_DRAINED_COMMAND = 64 * 1024
 # smtpd_forbidden_commands does, so a browser or a cross-protocol attack gets no dialogue.
 FORBIDDEN_COMMANDS = frozenset({"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS"})
 HTTP_REQUEST = replies.Reply(221, "2.7.0", "Error: this is an SMTP server; goodbye")
+# Replies to the server's own failures, such as a database outage. They do not count
+# towards MAX_ERRORS_PER_SESSION, so a client is not disconnected for them.
+SERVER_FAILURES = frozenset(
+    str(reply)
+    for reply in (replies.STORE_FAILED, replies.LOCAL_ERROR, replies.LOOKUP_FAILED)
+)
 
 
 class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
@@ -147,7 +153,7 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
 
     async def push(self, status):
         text = str(status)
-        if text[:1] in ("4", "5"):
+        if text[:1] in ("4", "5") and text not in SERVER_FAILURES:
             self.error_count += 1
         await super().push(text)
 

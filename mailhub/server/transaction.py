@@ -138,21 +138,22 @@ class TransactionCommands:
             return
 
         recipient, reply = build_envelope_recipient(address, parameters)
-        if reply is None and self.is_duplicate_recipient(address):
-            # Accepted once already: a second Recipient row would deliver a second copy,
-            # and a client could fill a mailbox MAX_RECIPIENTS times faster. Postfix's
-            # cleanup drops duplicates the same way.
-            await self.push(str(replies.RECIPIENT_OK))
-            return
-        if reply is None and len(self.client.recipients) >= conf.get("MAX_RECIPIENTS"):
+        # rcpt_tos counts every accepted RCPT, duplicates included, as Postfix's
+        # smtpd_recipient_limit does.
+        if reply is None and len(self.envelope.rcpt_tos) >= conf.get("MAX_RECIPIENTS"):
             reply = replies.TOO_MANY_RECIPIENTS
-        if reply is None:
+        duplicate = reply is None and self.is_duplicate_recipient(address)
+        if reply is None and not duplicate:
             reply = await self.check_recipient(address)
         if reply is not None:
             await self.reply(reply, ("RCPT", address))
             return
 
-        self.client.recipients.append(recipient)
+        # A duplicate is accepted but stored once: a second Recipient row would deliver a
+        # second copy, so a client could fill a mailbox MAX_RECIPIENTS times faster.
+        # Postfix's cleanup drops duplicates the same way.
+        if not duplicate:
+            self.client.recipients.append(recipient)
         self.envelope.rcpt_tos.append(address)
         await self.push(str(replies.RECIPIENT_OK))
 

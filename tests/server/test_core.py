@@ -141,6 +141,32 @@ def test_failed_commit_replies_451(mail_listeners, directory, raw_client):
     assert Message.objects.count() == 0
 
 
+def test_failed_commits_keep_session_open(mail_listeners, directory, raw_client, settings):
+    settings.MAILHUB_MAX_ERRORS_PER_SESSION = 2
+    client = raw_client("mx")
+    client.command("EHLO client.test")
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE mailhub_recipient RENAME TO mailhub_recipient_away")
+    try:
+        failed = [send_raw_message(client)[0] for _ in range(4)]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE mailhub_recipient_away RENAME TO mailhub_recipient")
+    code, lines = send_raw_message(client)
+
+    assert failed == [451, 451, 451, 451]
+    assert code == 250
+    assert lines[0].endswith(Message.objects.get().queue_id)
+
+
+def send_raw_message(client):
+    """Send one message to bob@local.test in an open session; return the reply to the data."""
+    client.command("MAIL FROM:<x@remote.test>")
+    client.command("RCPT TO:<bob@local.test>")
+    client.command("DATA")
+    return client.command(b"Subject: retried\r\n\r\nbody\r\n.\r\n")
+
+
 def test_dsn_parameters_stored(mail_listeners, directory, raw_client):
     client = raw_client("mx")
     client.command("EHLO client.test")

@@ -202,3 +202,22 @@ def test_store_prepared_needs_atomic():
         spool.store_prepared([prepared])
 
     assert not Message.objects.exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="terminates server backends, which SQLite does not have")
+def test_group_retried_after_terminated_connection(mail_listeners, directory):
+    first_code, _text = send_one(mail_listeners, 0)
+    with connection.cursor() as cursor:
+        # The listeners' pool connections, as a database restart or an administrator would end them.
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        (terminated,) = cursor.fetchone()
+
+    code, text = send_one(mail_listeners, 1)
+
+    assert first_code == 250
+    assert terminated >= 1
+    assert code == 250, text
+    assert Message.objects.get(queue_id=queue_id_of(text)).recipients.get().address == "alice@local.test"
