@@ -126,6 +126,8 @@ def filesystem_broker_options(folder):
 
 
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's own filesystem transport lets a reader see a message file before it is written.
+    CELERY_BROKER_TRANSPORT = "mailhub.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(BROKER_FOLDER)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
