@@ -97,8 +97,8 @@ DEFAULTS = {
     "SERVER_GROUP_COMMIT_CONCURRENCY": 1,
     # Seconds a listener remembers that a local recipient address is deliverable, so
     # RCPT needs no query. Unknown addresses are never remembered, so a new mailbox takes
-    # mail at once; a removed or deactivated one is accepted for up to this long and then
-    # bounced at delivery. 0 turns the cache off.
+    # mail at once. A removed or deactivated one is accepted for up to this long, and its
+    # mail then bounces at delivery. 0 turns the cache off.
     "SERVER_RECIPIENT_CACHE_SECONDS": 10,
     # Failed AUTH. Per client address, at most MAX_FAILURES password checks may be in flight
     # or have failed within WINDOW seconds; past that AUTH gets 421 4.7.0, and each failure

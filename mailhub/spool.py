@@ -19,6 +19,7 @@ from . import conf, headers
 from .addresses import domain_of, needs_smtputf8, validate_address
 from .exceptions import InvalidAddress, InvalidMessage
 from .models import Message, Recipient
+from .models.spool import new_queue_id
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +62,11 @@ def enqueue(
     when it has already written that id into the Received: field. Returns the saved
     Message. Raises InvalidMessage or InvalidAddress before anything is written.
     """
-    envelope_recipients = [as_envelope_recipient(item) for item in recipients]
-    validate_envelope(raw, envelope_sender, envelope_recipients)
-    message = build_message(
+    prepared = prepare(
         raw,
         envelope_sender,
-        envelope_recipients,
+        recipients,
+        queue_id=queue_id or new_queue_id(),
         source=source,
         client_address=client_address,
         helo_name=helo_name,
@@ -75,8 +75,8 @@ def enqueue(
         dsn_envid=dsn_envid,
         smtputf8=smtputf8,
     )
-    if queue_id:
-        message.queue_id = queue_id
+    message = Message(**prepared.fields)
+    envelope_recipients = prepared.recipients
 
     with transaction.atomic():
         message.save()
@@ -241,7 +241,7 @@ def database_values(fields, rows):
 
     The defaults of the fields that the rows leave out are converted once for all rows.
     """
-    given = [field for field in fields if field.attname in rows[0]]
+    set_fields = [field for field in fields if field.attname in rows[0]]
     defaults = {
         field.attname: field.get_db_prep_save(default_value(field), connection)
         for field in fields
@@ -249,7 +249,7 @@ def database_values(fields, rows):
     }
     values = []
     for row in rows:
-        converted = defaults | {field.attname: field.get_db_prep_save(row[field.attname], connection) for field in given}
+        converted = defaults | {field.attname: field.get_db_prep_save(row[field.attname], connection) for field in set_fields}
         values.append([converted[field.attname] for field in fields])
     return values
 
@@ -280,10 +280,6 @@ def validate_envelope(raw, envelope_sender, recipients):
         validate_address(recipient.address)
     if any(char in envelope_sender for char in "\r\n\x00"):
         raise InvalidAddress(f"envelope sender {envelope_sender!r} contains CR, LF or NUL")
-
-
-def build_message(raw, envelope_sender, recipients, **fields):
-    return Message(**message_fields(raw, envelope_sender, recipients, **fields))
 
 
 def message_fields(raw, envelope_sender, recipients, **fields):

@@ -360,9 +360,8 @@ def chunked(items, size):
 def send_reports(recipients):
     """Send the DSNs that the recipients' messages now owe: failures, successes, delays.
 
-    Only messages with a recipient of this batch that may owe a report are looked at;
-    what other workers finished is theirs to report, and the sweep reports what any
-    worker missed.
+    Only messages with a recipient of this batch that may owe a report are read. Other
+    workers report what they finished, and the sweep reports what any worker missed.
     """
     now = timezone.now()
     finished = {recipient.message_id: recipient.message for recipient in recipients if owes_final_report(recipient)}

@@ -11,8 +11,8 @@ QUEUE_ID_LENGTH = 12
 
 def new_queue_id():
     """Return a random queue id such as ``4F3A2B1C0D9E``, short enough for every log line."""
-    # One urandom read per id instead of one per character; with 32 characters in the
-    # alphabet, five bits of a random byte pick each one evenly.
+    # One urandom read per id instead of one per character. The alphabet has 32
+    # characters, so the low five bits of a random byte pick each one evenly.
     return "".join(QUEUE_ID_ALPHABET[byte & 31] for byte in secrets.token_bytes(QUEUE_ID_LENGTH))
 
 

@@ -64,7 +64,7 @@ class AuthThrottle:
         self.in_flight = Counter()
 
     def reserve(self, client_address):
-        """Return an AuthAttempt that holds one check against the address's limit, or None
+        """Return an AuthAttempt that reserves one check against the address's limit, or None
         when the address has reached AUTH_MAX_FAILURES."""
         if self.is_blocked(client_address):
             return None

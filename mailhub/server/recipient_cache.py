@@ -1,8 +1,8 @@
 """A short-lived memory of recipient addresses that were found deliverable.
 
 The event loop accepts RCPT for a remembered address without a query. Only
-deliverable addresses are remembered, so a mailbox or alias added takes mail at once;
-one removed or deactivated is accepted for at most SERVER_RECIPIENT_CACHE_SECONDS more,
+deliverable addresses are remembered, so a mailbox or alias added takes mail at once.
+One removed or deactivated is accepted for at most SERVER_RECIPIENT_CACHE_SECONDS more,
 and its messages then bounce at delivery as for any unknown user.
 """
 import threading

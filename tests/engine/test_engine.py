@@ -521,7 +521,8 @@ def test_batch_outcomes_store_each_reply(settings):
     assert stored["b@remote.test"].finished_at is None
     assert stored["c@remote.test"].finished_at is not None
     assert all(recipient.lease_token == "" for recipient in stored.values())
-    assert recipients[1].status == "deferred" and recipients[1].attempts == 1
+    assert recipients[1].status == "deferred"
+    assert recipients[1].attempts == 1
     assert DeliveryAttempt.objects.filter(message=message).count() == 3
 
 

@@ -146,7 +146,7 @@ def recipient_table_missing():
             cursor.execute(f"ALTER TABLE {quote(table + '_away')} RENAME TO {quote(table)}")
 
 
-def test_failed_group_commit_answers_every_session_4xx_and_stores_nothing(mail_listeners, directory):
+def test_failed_group_gets_451_stores_nothing(mail_listeners, directory):
     with recipient_table_missing():
         results = send_while_held(mail_listeners)
 
