@@ -5,6 +5,7 @@ the project sets it as ``MAILHUB_MAX_RECIPIENTS``. Nothing is cached, so
 ``override_settings`` in tests and a changed settings module both take effect at once.
 """
 from django.conf import settings as django_settings
+from django.utils.functional import empty
 
 DEFAULTS = {
     # The name the listeners announce in their greeting and EHLO reply, and that the
@@ -134,6 +135,8 @@ DEFAULTS = {
     "ADMIN_WORKER_PING_TIMEOUT": 1.0,
 }
 
+SETTING_NAMES = {name: f"MAILHUB_{name}" for name in DEFAULTS}
+
 
 def get(name):
     """Return the setting ``MAILHUB_<name>`` or its default.
@@ -141,9 +144,17 @@ def get(name):
     Raises AttributeError for a name that is not a mailhub setting, so a typo fails
     loudly instead of reading as None.
     """
-    if name not in DEFAULTS:
-        raise AttributeError(f"{name!r} is not a mailhub setting; see mailhub/conf.py")
-    return getattr(django_settings, f"MAILHUB_{name}", DEFAULTS[name])
+    try:
+        setting_name = SETTING_NAMES[name]
+    except KeyError:
+        raise AttributeError(f"{name!r} is not a mailhub setting; see mailhub/conf.py") from None
+    # The listeners read settings several times per SMTP command. Asking the object behind
+    # Django's lazy settings skips two Python-level lookups, and it is still read at call
+    # time: override_settings() swaps that object.
+    holder = django_settings._wrapped
+    if holder is empty:
+        holder = django_settings
+    return getattr(holder, setting_name, DEFAULTS[name])
 
 
 class _Settings:

@@ -9,6 +9,10 @@ import re
 HEADER_END = re.compile(rb"\r?\n\r?\n")
 RECEIVED_FIELD = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 MAX_SUMMARY_LENGTH = 998
+SUMMARY_FIELDS = ("subject", "message-id", "from", "to", "date")
+# Header fields the way the email package's parser reads them without a defect: a name
+# of printable characters but the colon, or a folded continuation line, each ended by CRLF.
+PLAIN_SECTION = re.compile(rb"[\x21-\x39\x3b-\x7e]+:[^\r\n]*(?:\r\n(?:[\x21-\x39\x3b-\x7e]+:|[ \t])[^\r\n]*)*")
 
 
 def header_section(raw):
@@ -45,20 +49,48 @@ def decode_field(value):
 
 def summarize(raw):
     """Return the decoded Subject, Message-ID, From, To and Date of a raw message."""
-    headers = parse_headers(raw)
+    fields = plain_summary_fields(header_section(raw))
+    if fields is None:
+        parsed = parse_headers(raw)
+        fields = {name: parsed.get(name) for name in SUMMARY_FIELDS}
     date = None
-    if headers.get("Date"):
+    if fields["date"]:
         try:
-            date = email.utils.parsedate_to_datetime(str(headers["Date"]))
+            date = email.utils.parsedate_to_datetime(str(fields["date"]))
         except (TypeError, ValueError, IndexError):
             date = None
     return {
-        "subject": decode_field(headers.get("Subject")),
-        "message_id": decode_field(headers.get("Message-ID")),
-        "from_header": decode_field(headers.get("From")),
-        "to_header": decode_field(headers.get("To")),
+        "subject": decode_field(fields["subject"]),
+        "message_id": decode_field(fields["message-id"]),
+        "from_header": decode_field(fields["from"]),
+        "to_header": decode_field(fields["to"]),
         "date": date,
     }
+
+
+def plain_summary_fields(section):
+    """Return the first value of each summary field as the email package's compat32 parser
+    gives it, or None when the section is not plain ASCII fields in CRLF lines.
+
+    Every listener and backend message is summarised, and the email parser costs more
+    than the rest of storing a small message. The parser still reads every section that
+    is not plain, so both ways agree (tests/engine/test_headers.py).
+    """
+    if not section.isascii() or not PLAIN_SECTION.fullmatch(section):
+        return None
+    fields = dict.fromkeys(SUMMARY_FIELDS)
+    current = None
+    for line in section.decode("ascii").split("\r\n"):
+        if line[0] in " \t":
+            if current is not None:
+                fields[current] += "\r\n" + line
+            continue
+        name, _, value = line.partition(":")
+        name = name.lower()
+        current = name if name in fields and fields[name] is None else None
+        if current is not None:
+            fields[current] = value.lstrip(" \t")
+    return fields
 
 
 def count_received(raw):

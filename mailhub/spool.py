@@ -20,16 +20,10 @@ from .addresses import domain_of, needs_smtputf8, validate_address
 from .exceptions import InvalidAddress, InvalidMessage
 from .models import Message, Recipient
 from .models.spool import new_queue_id
+from .spool_rows import insert_group
 
 logger = logging.getLogger(__name__)
 
-# From this many rows on, store_prepared() sends them with psycopg 3's pipelined
-# executemany(). For fewer rows the pipeline's own round trips cost more CPU than Django's
-# client-side binding of one multi-row INSERT (measured with psycopg 3.3 and 4 KB messages).
-PIPELINE_MIN_ROWS = 4
-# Keeps one INSERT of store_prepared() under PostgreSQL's 65,535 bind parameters with
-# server-side binding (about 20 columns per row).
-MAX_ROWS_PER_INSERT = 1000
 
 
 @dataclass(frozen=True)
@@ -151,114 +145,8 @@ def store_prepared(prepared):
     """
     if not connection.in_atomic_block:
         raise transaction.TransactionManagementError("store_prepared() needs the caller's atomic() block")
-    message_ids = insert_rows(Message, [item.fields for item in prepared], returning=True)
-    now = timezone.now()
-    recipient_rows = [
-        {
-            "message_id": message_id,
-            "address": recipient.address,
-            "domain": domain_of(recipient.address),
-            "notify": recipient.notify,
-            "original_recipient": recipient.original_recipient,
-            "next_attempt_at": now,
-        }
-        for message_id, item in zip(message_ids, prepared)
-        for recipient in item.recipients
-    ]
-    insert_rows(Recipient, recipient_rows)
-    return message_ids
+    return insert_group(prepared)
 
-
-def insert_rows(model, rows, returning=False):
-    """INSERT ``rows`` (dicts by field attname, the same keys in each) with multi-row statements.
-
-    Fields a row leaves out get their default, computed once for all rows. With
-    ``returning``, returns the new primary keys in row order, as bulk_create() relies on.
-    """
-    if not rows:
-        return []
-    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
-    values = database_values(fields, rows)
-
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in fields)
-    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    statement = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES "
-    if len(rows) >= PIPELINE_MIN_ROWS and uses_psycopg3():
-        returning_clause = f" RETURNING {quote(model._meta.pk.column)}" if returning else ""
-        return insert_rows_pipelined(statement + placeholders + returning_clause, values, returning)
-    batch_size = max(1, min(MAX_ROWS_PER_INSERT, connection.ops.bulk_batch_size(fields, rows)))
-    with_returning = returning and connection.features.can_return_rows_from_bulk_insert
-    if returning and not with_returning:
-        batch_size = 1
-
-    keys = []
-    with connection.cursor() as cursor:
-        for start in range(0, len(values), batch_size):
-            batch = values[start : start + batch_size]
-            sql = statement + ", ".join([placeholders] * len(batch))
-            if with_returning:
-                sql += f" RETURNING {quote(model._meta.pk.column)}"
-            cursor.execute(sql, [value for row in batch for value in row])
-            if with_returning:
-                keys.extend(row[0] for row in cursor.fetchall())
-            elif returning:
-                keys.append(connection.ops.last_insert_id(cursor, model._meta.db_table, model._meta.pk.column))
-    return keys
-
-
-def uses_psycopg3():
-    if connection.vendor != "postgresql":
-        return False
-    from django.db.backends.postgresql.psycopg_any import is_psycopg3
-
-    return is_psycopg3
-
-
-def insert_rows_pipelined(sql, values, returning):
-    """Run a one-row INSERT for every row with psycopg 3's executemany(); return the RETURNING values.
-
-    executemany() sends all rows in one pipeline with server-side binding, so PostgreSQL
-    parses the statement once and the message bytes go over unquoted. Django's cursor
-    binds on the client instead, which for groups of four 4 KB messages took about 1.3
-    times the CPU (measured with psycopg 3.3 on a 2-core machine), more for larger groups.
-    """
-    import psycopg
-
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.executemany(sql, values, returning=returning)
-        if not returning:
-            return []
-        keys = [cursor.fetchone()[0]]
-        while cursor.nextset():
-            keys.append(cursor.fetchone()[0])
-        return keys
-
-
-def database_values(fields, rows):
-    """Return each row's values for ``fields`` as the database adapter takes them.
-
-    The defaults of the fields that the rows leave out are converted once for all rows.
-    """
-    set_fields = [field for field in fields if field.attname in rows[0]]
-    defaults = {
-        field.attname: field.get_db_prep_save(default_value(field), connection)
-        for field in fields
-        if field.attname not in rows[0]
-    }
-    values = []
-    for row in rows:
-        converted = defaults | {field.attname: field.get_db_prep_save(row[field.attname], connection) for field in set_fields}
-        values.append([converted[field.attname] for field in fields])
-    return values
-
-
-def default_value(field):
-    """Return what save() would store in a field left unset: now for auto_now(_add), else the default."""
-    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-        return timezone.now()
-    return field.get_default()
 
 
 def as_envelope_recipient(item):

@@ -62,8 +62,11 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
         # aiosmtpd sizes its StreamReader buffer with this, and a DATA line up to
         # MAX_LINE_LENGTH must fit in it for readuntil() to return it whole.
         self.line_length_limit = max(conf.get("MAX_LINE_LENGTH") + 2, COMMAND_LINE_LIMITS["AUTH"])
+        self.idle_deadline = 0.0
+        # When the armed idle timer fires; None when none is armed.
+        self.timer_at = None
         super().__init__(
-            handler=None,
+            handler=NO_HANDLER,
             data_size_limit=conf.get("MAX_MESSAGE_SIZE"),
             enable_SMTPUTF8=True,
             decode_data=False,
@@ -78,9 +81,9 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
 
     def __dir__(self):
         # aiosmtpd's __init__ reads every attribute that dir() names, once per connection,
-        # to collect the smtp_ and auth_ methods. Those names are the same for every
-        # session, so dir() lists only them, from a list made once per class.
-        return command_method_names(type(self))
+        # to build tables of bound smtp_ and auth_ methods. dispatch() looks commands up
+        # in a table made once per class instead, so these sessions list nothing here.
+        return []
 
     # Connection state ---------------------------------------------------------------
 
@@ -100,20 +103,38 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
         super().data_received(data)
 
     def _reset_timeout(self, duration=None):
+        """Move the idle deadline; the timer is rearmed only when it would fire too late.
+
+        Every command moves the deadline, and a new timer per command cost more than the
+        command itself. A timer that fires early finds the deadline moved and rearms.
+        """
         # A session whose command loop has ended keeps no timer, because its transport may
         # already be gone (a failed TLS handshake never calls connection_lost here).
         if self.ended:
             return
-        super()._reset_timeout(duration)
+        self.idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        if self.timer_at is None or self.timer_at > self.idle_deadline:
+            self.arm_timer(self.idle_deadline)
+
+    def arm_timer(self, when):
+        self.cancel_timeout()
+        self.timer_at = when
+        self._timeout_handle = self.loop.call_at(when, self._timeout_cb)
 
     def cancel_timeout(self):
+        # aiosmtpd's connection_lost() expects a handle, so a fired one is kept.
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
+        self.timer_at = None
 
     def _timeout_cb(self):
         """Close an idle session; in DATA only once no block arrived for SERVER_DATA_TIMEOUT
         seconds or the average rate fell below SERVER_MIN_DATA_RATE."""
+        self.timer_at = None
         if self.ended or self.transport is None or self.transport.is_closing():
+            return
+        if self.idle_deadline > self.loop.time():
+            self.arm_timer(self.idle_deadline)
             return
         if self.tls_handshake_running:
             # The handshake has its own timeout of the same length, which aborts the connection.
@@ -125,9 +146,8 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
             return
         if self.in_data:
             deadline = self.data_deadline()
-            remaining = deadline - self.loop.time()
-            if remaining > 0:
-                self._timeout_handle = self.loop.call_later(remaining, self._timeout_cb)
+            if deadline > self.loop.time():
+                self.arm_timer(deadline)
                 return
         logger.info("client=%s session timed out%s", self.client.address, " in DATA" if self.in_data else "")
         self.transport.write(f"{replies.COMMAND_TIMEOUT}\r\n".encode())
@@ -293,7 +313,7 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
             logger.warning("client=%s sent %s, an HTTP or proxy request; disconnecting", self.client.address, command)
             await self.close_with(HTTP_REQUEST)
 
-        method = self._smtp_methods.get(command)
+        method = command_methods(type(self)).get(command)
         if method is None:
             await self.push(str(replies.COMMAND_UNRECOGNIZED))
             return
@@ -303,7 +323,7 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
         except UnicodeDecodeError:
             await self.push(str(replies.BAD_SYNTAX))
             return
-        await method(argument)
+        await method(self, argument)
 
     # Greeting and extensions --------------------------------------------------------
 
@@ -441,9 +461,20 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
         self.client.helo_name = ""
 
 
+class NoHandler:
+    """The event handler given to aiosmtpd: MailhubSMTP handles every command itself."""
+
+    def __dir__(self):
+        return []
+
+
+NO_HANDLER = NoHandler()
+
+
 @functools.cache
-def command_method_names(cls):
-    return [name for name in dir(cls) if name.startswith(("smtp_", "auth_"))]
+def command_methods(cls):
+    """Return {command: function} for the smtp_ methods of a session class."""
+    return {name.removeprefix("smtp_"): getattr(cls, name) for name in dir(cls) if name.startswith("smtp_")}
 
 
 def is_loopback(address):
