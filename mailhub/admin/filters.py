@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from ..addresses import normalize_domain
 from ..models import Recipient
+from .recipient_match import filter_by_recipients
 
 PENDING = "pending"
 STATUS_PARAMETER = "status"
@@ -133,14 +134,6 @@ class AgeFilter(admin.SimpleListFilter):
             return queryset
         field = "message__created_at" if queryset.model is Recipient else "created_at"
         return filter_by_age(queryset, bucket, field=field)
-
-
-def filter_by_recipients(queryset, conditions):
-    """Keep the messages that have a recipient matching every condition."""
-    if queryset.model is Recipient:
-        return queryset.filter(**conditions)
-    matching = Recipient.objects.filter(**conditions).values("message_id")
-    return queryset.filter(pk__in=matching)
 
 
 def filter_by_age(queryset, bucket, *, field, now=None):

@@ -113,6 +113,9 @@ class Recipient(models.Model):
             models.Index(fields=["status", "notified_at"], name="mailhub_rcpt_notify"),
             # A worker reads back what it claimed by its lease token.
             models.Index(fields=["lease_token"], name="mailhub_rcpt_token"),
+            # The admin recipient list filtered by one status reads the newest recipients
+            # of that status first, without sorting the others.
+            models.Index(fields=["status", "id"], name="mailhub_rcpt_status_id"),
         ]
 
     def __str__(self):
