@@ -5,7 +5,7 @@ the commit, so a rolled back transaction sends nothing, and a lost broker messag
 recovered by the periodic sweep.
 
 ``enqueue()`` stores one message through the ORM. The listeners instead ``prepare()``
-each message and write many of them with ``store_prepared()`` in one transaction (group
+each message and write many of them with ``store_group()`` in one transaction (group
 commit), with plain multi-row INSERTs instead of model instances.
 """
 import logging
@@ -20,7 +20,7 @@ from .addresses import domain_of, needs_smtputf8, validate_address
 from .exceptions import InvalidAddress, InvalidMessage
 from .models import Message, Recipient
 from .models.spool import new_queue_id
-from .spool_rows import insert_group
+from .spool_rows import insert_group, inserts_group_in_one_statement
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def prepare(
     dsn_envid="",
     smtputf8=False,
 ):
-    """Check and summarise a message for store_prepared(); nothing is written.
+    """Check and summarise a message for store_group(); nothing is written.
 
     Takes the arguments of enqueue(), with ``queue_id`` required. Raises InvalidMessage
     or InvalidAddress.
@@ -136,16 +136,19 @@ def prepare(
     return PreparedMessage(queue_id, values, envelope_recipients)
 
 
-def store_prepared(prepared):
-    """Insert prepared messages and their recipients in the caller's transaction.
+def store_group(prepared):
+    """Store prepared messages and their recipients as one transaction; return their message ids.
 
-    Runs only inside ``atomic()``, so the group is stored whole or not at all. Returns the
-    new message ids in the order of ``prepared``. Delivery is not queued: the caller
-    calls schedule_group_delivery() once the transaction has committed.
+    The ids are in the order of ``prepared``, and the group is stored whole or not at all.
+    On PostgreSQL the group is one statement, which commits by itself in autocommit mode:
+    one round trip per group instead of three (BEGIN, INSERT, COMMIT). Inside a caller's
+    ``atomic()`` block the group joins that transaction. Delivery is not queued: the
+    caller calls schedule_group_delivery() once the group has committed.
     """
-    if not connection.in_atomic_block:
-        raise transaction.TransactionManagementError("store_prepared() needs the caller's atomic() block")
-    return insert_group(prepared)
+    if inserts_group_in_one_statement():
+        return insert_group(prepared)
+    with transaction.atomic():
+        return insert_group(prepared)
 
 
 

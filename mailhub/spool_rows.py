@@ -5,6 +5,8 @@ psycopg 3 that is one statement, whatever the group's size: the rows go as one a
 column and a data-modifying CTE inserts both tables. Elsewhere ``insert_rows()`` sends
 multi-row INSERTs.
 """
+import functools
+
 from django.db import connection
 from django.utils import timezone
 
@@ -22,7 +24,7 @@ MAX_ROWS_PER_INSERT = 1000
 
 def insert_group(prepared):
     """Insert prepared messages and their recipients; return the message ids in order."""
-    if uses_psycopg3():
+    if inserts_group_in_one_statement():
         return insert_group_with_arrays(prepared)
     message_ids = insert_rows(Message, [item.fields for item in prepared], returning=True)
     now = timezone.now()
@@ -33,6 +35,10 @@ def insert_group(prepared):
     ]
     insert_rows(Recipient, recipient_rows)
     return message_ids
+
+
+def inserts_group_in_one_statement():
+    return uses_psycopg3()
 
 
 def recipient_values(recipient):
@@ -53,7 +59,7 @@ def insert_group_with_arrays(prepared):
     """
     import psycopg
 
-    message_fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
+    message_fields, recipient_fields, sql = group_statement()
     message_columns = database_columns(message_fields, [item.fields for item in prepared])
     now = timezone.now()
     recipient_rows = [
@@ -61,15 +67,9 @@ def insert_group_with_arrays(prepared):
         for item in prepared
         for recipient in item.recipients
     ]
-    recipient_fields = [
-        field
-        for field in Recipient._meta.concrete_fields
-        if not field.primary_key and field.attname != "message_id"
-    ]
     recipient_columns = database_columns(recipient_fields, recipient_rows)
     queue_ids = [row["queue_id"] for row in recipient_rows]
 
-    sql = group_statement(message_fields, recipient_fields)
     params = [*message_columns, queue_ids, *recipient_columns]
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
@@ -78,26 +78,38 @@ def insert_group_with_arrays(prepared):
     return [ids_by_queue_id[item.queue_id] for item in prepared]
 
 
-def group_statement(message_fields, recipient_fields):
+@functools.cache
+def group_statement():
+    """Return (message fields, recipient fields, SQL) of insert_group_with_arrays().
+
+    The SQL is built once per process: Django's db_type() calls cost more than running it.
+    """
+    message_fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
+    recipient_fields = [
+        field
+        for field in Recipient._meta.concrete_fields
+        if not field.primary_key and field.attname != "message_id"
+    ]
     quote = connection.ops.quote_name
     message_table = quote(Message._meta.db_table)
     recipient_table = quote(Recipient._meta.db_table)
     message_names = ", ".join(quote(field.column) for field in message_fields)
-    message_arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in message_fields)
+    message_arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in message_fields)
     recipient_names = ", ".join(quote(field.column) for field in recipient_fields)
-    recipient_arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in recipient_fields)
+    recipient_arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in recipient_fields)
     recipient_aliases = ", ".join(f"c{index}" for index in range(len(recipient_fields)))
-    return (
+    sql = (
         f"WITH new_messages AS ("
         f"INSERT INTO {message_table} ({message_names}) SELECT * FROM unnest({message_arrays}) "
         f"RETURNING {quote('queue_id')}, {quote('id')}"
         f"), new_recipients AS ("
         f"INSERT INTO {recipient_table} ({quote('message_id')}, {recipient_names}) "
         f"SELECT new_messages.{quote('id')}, {recipient_aliases} "
-        f"FROM unnest(%s::varchar[], {recipient_arrays}) AS rows(queue_id, {recipient_aliases}) "
+        f"FROM unnest(%b::varchar[], {recipient_arrays}) AS rows(queue_id, {recipient_aliases}) "
         f"JOIN new_messages ON new_messages.{quote('queue_id')} = rows.queue_id"
         f") SELECT {quote('queue_id')}, {quote('id')} FROM new_messages"
     )
+    return message_fields, recipient_fields, sql
 
 
 def database_columns(fields, rows):

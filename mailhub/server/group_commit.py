@@ -12,7 +12,7 @@ and the transaction stores none of them.
 import asyncio
 import logging
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection
 
 from .. import conf, spool
 from .database import run_in_db_thread
@@ -111,29 +111,38 @@ class GroupCommitter:
 
 
 def store_group(prepared):
-    """Insert a group of prepared messages in one transaction; return their message ids.
+    """Store a group of prepared messages as one transaction; return their message ids.
 
     A pool thread's connection may have died while idle (a database restart, an
     administrator's pg_terminate_backend), and each of the pool's threads would fail one
-    group on it. When a group fails before its COMMIT and Django has dropped the broken
-    connection, nothing of the group was stored, so it is tried once more on a new
-    connection. A failure at COMMIT is not retried, because the group may have been stored.
+    group on it. A group that fails on a lost connection is tried once more on a new
+    one. That is safe even when the group was committed just before the connection
+    went: queue ids are unique, so the second try fails instead of storing it twice.
     """
     for attempt in range(2):
         used = None
-        committing = False
         try:
-            with transaction.atomic():
-                used = connection.connection
-                message_ids = spool.store_prepared(prepared)
-                committing = True
-            return message_ids
+            connection.ensure_connection()
+            used = connection.connection
+            return spool.store_group(prepared)
         except DatabaseError as error:
-            if committing or attempt or used is None or connection.connection is used:
+            if attempt or not connection_lost(used):
                 raise
+            connection.close()
             logger.warning(
                 "group of %d messages not stored, database connection lost; retrying on a new connection (queue_ids=%s): %s",
                 len(prepared),
                 ",".join(item.queue_id for item in prepared),
                 error,
             )
+
+
+def connection_lost(used):
+    """Return whether the database connection ``used`` for a failed group is gone."""
+    if used is None:
+        return False
+    if connection.connection is not used:
+        # Django dropped it after a failed rollback.
+        return True
+    # psycopg marks a connection that the server closed as broken.
+    return bool(getattr(used, "broken", False) or getattr(used, "closed", False))

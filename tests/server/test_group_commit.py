@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
-from django.db import connection, transaction
-from django.db.transaction import TransactionManagementError
+from django.db import IntegrityError, connection, transaction
 
 from mailhub import spool
 from mailhub.models import Message, Recipient
@@ -168,7 +167,7 @@ def test_listener_stores_again_after_a_failed_group(mail_listeners, directory):
 
 
 @pytest.mark.parametrize("count", [1, 3, 5, 12])
-def test_store_prepared_keeps_order_and_recipients(count):
+def test_store_group_keeps_order_and_recipients(count):
     prepared = [
         spool.prepare(
             message_text(f"sender{index}@remote.test", "alice@local.test", subject=f"order {index}"),
@@ -181,8 +180,7 @@ def test_store_prepared_keeps_order_and_recipients(count):
         for index in range(count)
     ]
 
-    with transaction.atomic():
-        message_ids = spool.store_prepared(prepared)
+    message_ids = spool.store_group(prepared)
 
     assert len(message_ids) == count
     for index, message_id in enumerate(message_ids):
@@ -195,13 +193,17 @@ def test_store_prepared_keeps_order_and_recipients(count):
     assert set(Recipient.objects.values_list("status", flat=True)) == {Recipient.Status.QUEUED}
 
 
-def test_store_prepared_needs_atomic():
-    prepared = spool.prepare(b"Subject: x\r\n\r\nx\r\n", "a@remote.test", ["alice@local.test"], source="mx", queue_id="NOATOMIC")
+def test_store_group_stores_all_or_nothing():
+    def prepare(queue_id):
+        return spool.prepare(b"Subject: x\r\n\r\nx\r\n", "a@remote.test", ["alice@local.test"], source="mx", queue_id=queue_id)
 
-    with pytest.raises(TransactionManagementError):
-        spool.store_prepared([prepared])
+    spool.store_group([prepare("TAKEN")])
 
-    assert not Message.objects.exists()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        spool.store_group([prepare("FRESH"), prepare("TAKEN")])
+
+    assert list(Message.objects.values_list("queue_id", flat=True)) == ["TAKEN"]
+    assert Recipient.objects.count() == 1
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="terminates server backends, which SQLite does not have")
