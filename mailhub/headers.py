@@ -49,10 +49,7 @@ def decode_field(value):
 
 def summarize(raw):
     """Return the decoded Subject, Message-ID, From, To and Date of a raw message."""
-    fields = plain_summary_fields(header_section(raw))
-    if fields is None:
-        parsed = parse_headers(raw)
-        fields = {name: parsed.get(name) for name in SUMMARY_FIELDS}
+    fields = summary_fields(raw)
     date = None
     if fields["date"]:
         try:
@@ -66,6 +63,15 @@ def summarize(raw):
         "to_header": decode_field(fields["to"]),
         "date": date,
     }
+
+
+def summary_fields(raw):
+    """Return {name: first value, undecoded, or None} for each of SUMMARY_FIELDS."""
+    fields = plain_summary_fields(header_section(raw))
+    if fields is None:
+        parsed = parse_headers(raw)
+        fields = {name: parsed.get(name) for name in SUMMARY_FIELDS}
+    return fields
 
 
 def plain_summary_fields(section):

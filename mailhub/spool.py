@@ -176,14 +176,15 @@ def validate_envelope(raw, envelope_sender, recipients):
 def message_fields(raw, envelope_sender, recipients, **fields):
     """Return the Message field values of a raw message and its envelope."""
     raw = bytes(raw)
-    summary = headers.summarize(raw)
+    # Only what the Message row keeps: summarize() would also parse the Date field.
+    summary = headers.summary_fields(raw)
     smtputf8 = fields.pop("smtputf8") or envelope_needs_smtputf8(envelope_sender, recipients)
     return dict(
         raw=raw,
         envelope_sender=envelope_sender,
         size=len(raw),
-        message_id=summary["message_id"],
-        subject=summary["subject"],
+        message_id=headers.decode_field(summary["message-id"]),
+        subject=headers.decode_field(summary["subject"]),
         body_8bitmime=not raw.isascii(),
         smtputf8=smtputf8,
         **fields,

@@ -6,8 +6,9 @@ column and a data-modifying CTE inserts both tables. Elsewhere ``insert_rows()``
 multi-row INSERTs.
 """
 import functools
+from dataclasses import dataclass
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 
 from .addresses import domain_of
@@ -41,6 +42,10 @@ def inserts_group_in_one_statement():
     return uses_psycopg3()
 
 
+# The recipient columns that differ per recipient; the others are the same for a group.
+RECIPIENT_ROW_FIELDS = ("address", "domain", "notify", "original_recipient")
+
+
 def recipient_values(recipient):
     return {
         "address": recipient.address,
@@ -53,36 +58,53 @@ def recipient_values(recipient):
 def insert_group_with_arrays(prepared):
     """Insert the group with one statement of column arrays (PostgreSQL, psycopg 3).
 
-    The statement's text is the same for every group size, so PostgreSQL parses and
-    plans it once per connection, and psycopg sends one statement per group instead of
-    one per row.
+    The statement's text is the same for every group size, so PostgreSQL can keep it
+    prepared (with the connection's prepare_threshold), and psycopg sends one statement
+    per group instead of one per row.
     """
     import psycopg
 
-    message_fields, recipient_fields, sql = group_statement()
-    message_columns = database_columns(message_fields, [item.fields for item in prepared])
-    now = timezone.now()
-    recipient_rows = [
-        {"queue_id": item.queue_id, "next_attempt_at": now, **recipient_values(recipient)}
-        for item in prepared
-        for recipient in item.recipients
-    ]
-    recipient_columns = database_columns(recipient_fields, recipient_rows)
-    queue_ids = [row["queue_id"] for row in recipient_rows]
-
-    params = [*message_columns, queue_ids, *recipient_columns]
+    sql, params = group_statement_and_params(prepared)
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
+        cursor.execute(sql, params)
         ids_by_queue_id = dict(cursor.fetchall())
     return [ids_by_queue_id[item.queue_id] for item in prepared]
 
 
+def group_statement_and_params(prepared):
+    """Return the SQL of insert_group_with_arrays() and its parameters for ``prepared``."""
+    statement = group_statement()
+    message_columns = database_columns(statement.message_fields, [item.fields for item in prepared])
+    # One value for the whole group: the recipients' next_attempt_at and their defaults.
+    shared_values = database_values(statement.shared_fields, [{"next_attempt_at": timezone.now()}])[0]
+    recipient_rows = [
+        {"queue_id": item.queue_id, **recipient_values(recipient)}
+        for item in prepared
+        for recipient in item.recipients
+    ]
+    row_columns = database_columns(statement.row_fields, recipient_rows)
+    queue_ids = [row["queue_id"] for row in recipient_rows]
+    return statement.sql, [*message_columns, *shared_values, queue_ids, *row_columns]
+
+
+@dataclass(frozen=True)
+class GroupStatement:
+    """The SQL of insert_group_with_arrays() and the fields of its parameters, in order."""
+
+    message_fields: list
+    shared_fields: list
+    row_fields: list
+    sql: str
+
+
 @functools.cache
 def group_statement():
-    """Return (message fields, recipient fields, SQL) of insert_group_with_arrays().
+    """Build the GroupStatement once per process: Django's db_type() calls cost more than running it.
 
-    The SQL is built once per process: Django's db_type() calls cost more than running it.
+    Each message column is an array. Of the recipient columns, those that differ per
+    recipient are arrays and the rest are one value for the whole group, because psycopg
+    spends more CPU on an array parameter than PostgreSQL spends on the insert.
     """
     message_fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
     recipient_fields = [
@@ -90,26 +112,28 @@ def group_statement():
         for field in Recipient._meta.concrete_fields
         if not field.primary_key and field.attname != "message_id"
     ]
+    row_fields = [field for field in recipient_fields if field.attname in RECIPIENT_ROW_FIELDS]
+    shared_fields = [field for field in recipient_fields if field.attname not in RECIPIENT_ROW_FIELDS]
+
     quote = connection.ops.quote_name
-    message_table = quote(Message._meta.db_table)
-    recipient_table = quote(Recipient._meta.db_table)
     message_names = ", ".join(quote(field.column) for field in message_fields)
     message_arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in message_fields)
-    recipient_names = ", ".join(quote(field.column) for field in recipient_fields)
-    recipient_arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in recipient_fields)
-    recipient_aliases = ", ".join(f"c{index}" for index in range(len(recipient_fields)))
+    recipient_names = ", ".join(quote(field.column) for field in shared_fields + row_fields)
+    shared_values = ", ".join(f"%b::{field.db_type(connection)}" for field in shared_fields)
+    row_arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in row_fields)
+    row_aliases = ", ".join(f"c{index}" for index in range(len(row_fields)))
     sql = (
         f"WITH new_messages AS ("
-        f"INSERT INTO {message_table} ({message_names}) SELECT * FROM unnest({message_arrays}) "
+        f"INSERT INTO {quote(Message._meta.db_table)} ({message_names}) SELECT * FROM unnest({message_arrays}) "
         f"RETURNING {quote('queue_id')}, {quote('id')}"
         f"), new_recipients AS ("
-        f"INSERT INTO {recipient_table} ({quote('message_id')}, {recipient_names}) "
-        f"SELECT new_messages.{quote('id')}, {recipient_aliases} "
-        f"FROM unnest(%b::varchar[], {recipient_arrays}) AS rows(queue_id, {recipient_aliases}) "
+        f"INSERT INTO {quote(Recipient._meta.db_table)} ({quote('message_id')}, {recipient_names}) "
+        f"SELECT new_messages.{quote('id')}, {shared_values}, {row_aliases} "
+        f"FROM unnest(%b::varchar[], {row_arrays}) AS rows(queue_id, {row_aliases}) "
         f"JOIN new_messages ON new_messages.{quote('queue_id')} = rows.queue_id"
         f") SELECT {quote('queue_id')}, {quote('id')} FROM new_messages"
     )
-    return message_fields, recipient_fields, sql
+    return GroupStatement(message_fields, shared_fields, row_fields, sql)
 
 
 def database_columns(fields, rows):
@@ -190,15 +214,18 @@ def database_values(fields, rows):
 
     The defaults of the fields that the rows leave out are converted once for all rows.
     """
+    # The wrapper behind the ``connection`` proxy: every field conversion reads it several
+    # times, and each read through the proxy is a thread-local lookup.
+    database = connections[DEFAULT_DB_ALIAS]
     set_fields = [field for field in fields if field.attname in rows[0]]
     defaults = {
-        field.attname: field.get_db_prep_save(default_value(field), connection)
+        field.attname: field.get_db_prep_save(default_value(field), database)
         for field in fields
         if field.attname not in rows[0]
     }
     values = []
     for row in rows:
-        converted = defaults | {field.attname: field.get_db_prep_save(row[field.attname], connection) for field in set_fields}
+        converted = defaults | {field.attname: field.get_db_prep_save(row[field.attname], database) for field in set_fields}
         values.append([converted[field.attname] for field in fields])
     return values
 

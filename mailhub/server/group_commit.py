@@ -1,8 +1,9 @@
 """Group commit: the messages of many sessions stored in one transaction.
 
 Each session hands its prepared message to the listeners' GroupCommitter and waits. The
-committer runs one transaction at a time (SERVER_GROUP_COMMIT_CONCURRENCY) in the
-database thread pool, and messages that arrive while it runs form the next group. Under
+committer runs one transaction at a time (SERVER_GROUP_COMMIT_CONCURRENCY), in the
+database thread pool or on PostgreSQL from the event loop (postgres_groups), and messages
+that arrive while it runs form the next group. Under
 load one commit stores many messages. With one transaction at a time, the listeners'
 threads do not wait for each other on SQLite's write lock, though they still may wait
 for a worker process. Every session's future is resolved only after its group has
@@ -15,8 +16,10 @@ import logging
 from django.db import DatabaseError, connection
 
 from .. import conf, spool
+from ..spool_rows import inserts_group_in_one_statement
 from .database import run_in_db_thread
 from .delivery_hints import DeliveryHints
+from .postgres_groups import PostgresGroupWriter
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ class GroupCommitter:
         self.committing = 0
         self.flushers = set()
         self.hints = DeliveryHints()
+        self.postgres = PostgresGroupWriter()
 
     async def store(self, prepared):
         """Store one spool.PreparedMessage with the next group; return its message id once committed.
@@ -76,12 +80,21 @@ class GroupCommitter:
         group, self.waiting = self.waiting[:count], self.waiting[count:]
         return group
 
+    async def store_group(self, prepared):
+        if inserts_group_in_one_statement():
+            return await self.postgres.store(prepared)
+        return await run_in_db_thread(store_group, prepared)
+
+    async def close(self):
+        """Close the committer's own database connection; call it after the listeners stop."""
+        await self.postgres.close()
+
     async def commit_group(self, group):
         if not group:
             return
         prepared = [item for item, _stored in group]
         try:
-            message_ids = await run_in_db_thread(store_group, prepared)
+            message_ids = await self.store_group(prepared)
         except asyncio.CancelledError:
             # The loop is shutting down: the group's sessions end without a reply.
             for _item, stored in group:

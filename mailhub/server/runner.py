@@ -65,12 +65,12 @@ class Listener:
     """The state that every session of one listening socket shares."""
 
     def __init__(
-        self, name, loop, *, certificate_store, connection_limiter, auth_throttle, committer=None, recipient_cache=None
+        self, name, loop, *, certificate_store, connection_limiter, auth_throttle, committer, recipient_cache=None
     ):
         self.name = name
         self.loop = loop
         self.policy = POLICIES[name](recipient_cache)
-        self.committer = committer if committer is not None else GroupCommitter()
+        self.committer = committer
         self.implicit_tls = name == "submissions"
         self.certificate_store = certificate_store
         self.connection_limiter = connection_limiter
@@ -82,10 +82,11 @@ class Listener:
         return MailhubSMTP(self)
 
 
-async def start_servers(
-    addresses, certificate_store=None, *, connection_limiter=None, auth_throttle=None, committer=None
-):
-    """Bind every listener and return [(ListenerAddress with the bound port, asyncio.Server)]."""
+async def start_servers(addresses, certificate_store=None, *, committer, connection_limiter=None, auth_throttle=None):
+    """Bind every listener and return [(ListenerAddress with the bound port, asyncio.Server)].
+
+    The caller closes ``committer`` (a GroupCommitter) after stop_servers().
+    """
     loop = asyncio.get_running_loop()
     if certificate_store is None:
         certificate_store = tls.configured_store()
@@ -93,7 +94,6 @@ async def start_servers(
     limiter = connection_limiter if connection_limiter is not None else ConnectionLimiter()
     throttle = auth_throttle if auth_throttle is not None else AuthThrottle()
     # One committer for all listeners, so their messages share groups, and one cache.
-    committer = committer if committer is not None else GroupCommitter()
     recipient_cache = RecipientCache()
 
     started = []
@@ -175,3 +175,4 @@ class ListenerThread:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.committer.close()

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mailhub.exceptions import ConfigurationError
 from mailhub.server import database
+from mailhub.server.group_commit import GroupCommitter
 from mailhub.server.runner import configured_addresses, start_servers, stop_servers
 from mailhub.server.worker_process import WorkerProcess
 
@@ -68,7 +69,8 @@ async def serve(addresses, worker=None):
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop.set)
 
-    started = await start_servers(addresses)
+    committer = GroupCommitter()
+    started = await start_servers(addresses, committer=committer)
     try:
         while not stop.is_set():
             if worker is not None:
@@ -80,3 +82,4 @@ async def serve(addresses, worker=None):
         logger.info("stopping the listeners")
     finally:
         await stop_servers(started)
+        await committer.close()

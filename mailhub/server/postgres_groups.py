@@ -1,0 +1,86 @@
+"""Group commits on PostgreSQL, sent from the listeners' event loop.
+
+With psycopg 3 a group is one statement that commits by itself (spool_rows). The
+listeners send it over an asyncio connection of their own instead of through the thread
+pool, because a pool thread waits for the event loop to release the GIL at every step.
+With 10 sessions loading a 2-core machine, a group of four 4 KB messages took 3.6 ms
+that way, against 1.5 ms for the same statement without the loop beside it.
+The connection uses Django's parameters for the default database, in autocommit mode.
+"""
+import logging
+
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from ..spool_rows import group_statement_and_params
+
+logger = logging.getLogger(__name__)
+
+# Django's own cursor classes are synchronous; the asyncio connection uses psycopg's.
+SYNC_ONLY_PARAMETERS = ("cursor_factory",)
+
+
+class PostgresGroupWriter:
+    """Stores groups of prepared messages over one asyncio connection, opened on first use."""
+
+    def __init__(self):
+        self.connection = None
+
+    async def store(self, prepared):
+        """Insert the group and commit it; return the message ids in the order of ``prepared``.
+
+        A connection that the server closed while idle (a restart, pg_terminate_backend)
+        fails the first group sent on it, so a group that fails on a lost connection is
+        sent once more on a new one. Queue ids are unique: a group that was committed
+        before the connection went fails the second time instead of being stored twice.
+        """
+        for attempt in range(2):
+            try:
+                return await self.execute(prepared)
+            except Exception as error:  # noqa: BLE001 - any failure on a lost connection is retried once
+                if attempt or not self.connection_lost():
+                    raise
+                await self.close()
+                logger.warning(
+                    "group of %d messages not stored, database connection lost; retrying on a new connection (queue_ids=%s): %s",
+                    len(prepared),
+                    ",".join(item.queue_id for item in prepared),
+                    error,
+                )
+
+    async def execute(self, prepared):
+        sql, params = group_statement_and_params(prepared)
+        database = await self.connect()
+        async with database.cursor() as cursor:
+            await cursor.execute(sql, params)
+            ids_by_queue_id = dict(await cursor.fetchall())
+        return [ids_by_queue_id[item.queue_id] for item in prepared]
+
+    async def connect(self):
+        if self.connection is None:
+            self.connection = await open_connection()
+        return self.connection
+
+    def connection_lost(self):
+        return self.connection is None or self.connection.broken or self.connection.closed
+
+    async def close(self):
+        database, self.connection = self.connection, None
+        if database is not None:
+            await database.close()
+
+
+async def open_connection():
+    """Open an autocommit asyncio connection with Django's settings for the default database."""
+    import psycopg
+    from psycopg import sql
+
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    parameters = wrapper.get_connection_params()
+    for name in SYNC_ONLY_PARAMETERS:
+        parameters.pop(name, None)
+    database = await psycopg.AsyncConnection.connect(**parameters, autocommit=True)
+    # Django runs the same statement on its own connections for this option.
+    role = wrapper.settings_dict["OPTIONS"].get("assume_role")
+    if role:
+        await database.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+    return database
