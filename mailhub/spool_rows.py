@@ -75,15 +75,16 @@ def insert_group_with_arrays(prepared):
 def group_statement_and_params(prepared):
     """Return the SQL of insert_group_with_arrays() and its parameters for ``prepared``."""
     statement = group_statement()
-    message_columns = database_columns(statement.message_fields, [item.fields for item in prepared])
+    database = connections[DEFAULT_DB_ALIAS]
+    message_columns = database_columns(statement.message_fields, [item.fields for item in prepared], database)
     # One value for the whole group: the recipients' next_attempt_at and their defaults.
-    shared_values = database_values(statement.shared_fields, [{"next_attempt_at": timezone.now()}])[0]
+    shared_values = database_values(statement.shared_fields, [{"next_attempt_at": timezone.now()}], database)[0]
     recipient_rows = [
         {"queue_id": item.queue_id, **recipient_values(recipient)}
         for item in prepared
         for recipient in item.recipients
     ]
-    row_columns = database_columns(statement.row_fields, recipient_rows)
+    row_columns = database_columns(statement.row_fields, recipient_rows, database)
     queue_ids = [row["queue_id"] for row in recipient_rows]
     return statement.sql, [*message_columns, *shared_values, queue_ids, *row_columns]
 
@@ -136,9 +137,9 @@ def group_statement():
     return GroupStatement(message_fields, shared_fields, row_fields, sql)
 
 
-def database_columns(fields, rows):
+def database_columns(fields, rows, database):
     """Return one list per field with the rows' values as the database adapter takes them."""
-    values = database_values(fields, rows)
+    values = database_values(fields, rows, database)
     return [list(column) for column in zip(*values)]
 
 
@@ -151,7 +152,7 @@ def insert_rows(model, rows, returning=False):
     if not rows:
         return []
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
-    values = database_values(fields, rows)
+    values = database_values(fields, rows, connections[DEFAULT_DB_ALIAS])
 
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
@@ -209,14 +210,14 @@ def insert_rows_pipelined(sql, values, returning):
         return keys
 
 
-def database_values(fields, rows):
+def database_values(fields, rows, database):
     """Return each row's values for ``fields`` as the database adapter takes them.
 
-    The defaults of the fields that the rows leave out are converted once for all rows.
+    ``database`` is a connection of connections[], not the ``connection`` proxy: every
+    field conversion reads it several times, and each read through the proxy is a
+    thread-local lookup. The defaults of the fields that the rows leave out are converted
+    once for all rows.
     """
-    # The wrapper behind the ``connection`` proxy: every field conversion reads it several
-    # times, and each read through the proxy is a thread-local lookup.
-    database = connections[DEFAULT_DB_ALIAS]
     set_fields = [field for field in fields if field.attname in rows[0]]
     defaults = {
         field.attname: field.get_db_prep_save(default_value(field), database)
