@@ -8,9 +8,12 @@ stops during the delay, the broker is down) only delays delivery until the perio
 sweep finds the message due.
 """
 import asyncio
+import logging
 
 from .. import spool
 from .database import executor
+
+logger = logging.getLogger(__name__)
 
 # Short against delivery times and the sweep interval, long enough that a busy listener
 # sends one hint for dozens of messages.
@@ -37,3 +40,14 @@ class DeliveryHints:
         self.message_ids, self.recipient_count, self.timer = [], 0, None
         loop = asyncio.get_running_loop()
         loop.run_in_executor(executor(), spool.schedule_group_delivery, message_ids, recipient_count)
+
+
+def load_broker_client():
+    """Load Celery's producer pool and the broker transport, so that the first hint does
+    not stall the listeners for the 90 or so modules it imports (about 70 ms)."""
+    from ..tasks import deliver_due
+
+    try:
+        deliver_due.app.producer_pool
+    except Exception as error:  # noqa: BLE001 - a broken broker setting shows again at the first hint
+        logger.warning("Celery producer pool not loaded at start: %s", error)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .. import conf
 from ..exceptions import ConfigurationError
 from . import database, tls
+from .delivery_hints import load_broker_client
 from .group_commit import GroupCommitter
 from .handlers import POLICIES
 from .limits import AuthThrottle, ConnectionLimiter
@@ -118,6 +119,7 @@ async def start_servers(addresses, certificate_store=None, *, committer, connect
     except BaseException:
         await stop_servers(started)
         raise
+    loop.run_in_executor(database.executor(), load_broker_client)
     return started
 
 
