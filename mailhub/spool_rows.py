@@ -8,7 +8,7 @@ multi-row INSERTs.
 import functools
 from dataclasses import dataclass
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.utils import timezone
 
 from .addresses import domain_of
@@ -181,7 +181,9 @@ def insert_rows(model, rows, returning=False):
     return keys
 
 
+@functools.cache
 def uses_psycopg3():
+    # Cached: the default database's backend does not change while the process runs.
     if connection.vendor != "postgresql":
         return False
     from django.db.backends.postgresql.psycopg_any import is_psycopg3
@@ -218,17 +220,40 @@ def database_values(fields, rows, database):
     thread-local lookup. The defaults of the fields that the rows leave out are converted
     once for all rows.
     """
-    set_fields = [field for field in fields if field.attname in rows[0]]
     defaults = {
         field.attname: field.get_db_prep_save(default_value(field), database)
         for field in fields
         if field.attname not in rows[0]
     }
+    converters = [(field.attname, text_field(field), field.get_db_prep_save) for field in fields]
     values = []
     for row in rows:
-        converted = defaults | {field.attname: field.get_db_prep_save(row[field.attname], database) for field in set_fields}
-        values.append([converted[field.attname] for field in fields])
+        row_values = []
+        for attname, is_text, convert in converters:
+            if attname in defaults:
+                row_values.append(defaults[attname])
+                continue
+            value = row[attname]
+            row_values.append(value if is_text and type(value) is str else convert(value, database))
+        values.append(row_values)
     return values
+
+
+@functools.cache
+def text_field(field):
+    """Return whether Django passes a str to the database unchanged for ``field``.
+
+    True for CharField and TextField with Django's own conversion methods: their
+    get_db_prep_save() returns a str as it is, through four calls per value.
+    """
+    cls = type(field)
+    stock_methods = (
+        cls.get_db_prep_save is models.Field.get_db_prep_save
+        and cls.get_db_prep_value is models.Field.get_db_prep_value
+        and cls.get_prep_value in (models.CharField.get_prep_value, models.TextField.get_prep_value)
+        and cls.to_python in (models.CharField.to_python, models.TextField.to_python)
+    )
+    return isinstance(field, (models.CharField, models.TextField)) and stock_methods
 
 
 def default_value(field):

@@ -364,7 +364,9 @@ def data_verdict_reply(parser):
     return replies.MESSAGE_REJECTED.format(reason="message contains a NUL byte")
 
 
+@functools.lru_cache(maxsize=4096)
 def client_address_or_none(address):
+    # Cached: a busy MX sees the same clients again and again.
     try:
         return str(ipaddress.ip_address(address))
     except ValueError:
