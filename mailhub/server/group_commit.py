@@ -23,6 +23,8 @@ from .postgres_groups import PostgresGroupWriter
 
 logger = logging.getLogger(__name__)
 
+DRAIN_POLL_SECONDS = 0.02
+
 
 class GroupCommitter:
     """Stores prepared messages of the listeners' sessions, many in one transaction."""
@@ -84,6 +86,26 @@ class GroupCommitter:
         if inserts_group_in_one_statement():
             return await self.postgres.store(prepared)
         return await run_in_db_thread(store_group, prepared)
+
+    async def drain(self, timeout):
+        """Wait up to ``timeout`` seconds until every handed-in message has been committed or has failed.
+
+        The listeners call this when they stop, after they have stopped accepting
+        connections, so that the sessions of a group being committed still get their
+        reply. A stored message without a reply would be sent again by its client.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (self.waiting or self.flushers) and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        # The sessions of the last group send their replies on the loop's next turns.
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
+        if self.waiting or self.flushers:
+            logger.warning(
+                "%d messages still being stored after %.0f s; their sessions end without a reply",
+                len(self.waiting) + self.committing,
+                timeout,
+            )
 
     async def close(self):
         """Close the committer's own database connection; call it after the listeners stop."""

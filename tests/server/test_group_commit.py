@@ -1,4 +1,5 @@
 """Group commit: messages of concurrent sessions stored in one transaction, each 250 after its commit."""
+import asyncio
 import logging
 import re
 import smtplib
@@ -12,7 +13,8 @@ from django.db import IntegrityError, connection, transaction
 
 from mailhub import spool
 from mailhub.models import Message, Recipient
-from mailhub.server import replies
+from mailhub.server import database, replies
+from mailhub.server.group_commit import GroupCommitter
 
 from .conftest import message_text
 
@@ -223,3 +225,36 @@ def test_group_retried_after_terminated_connection(mail_listeners, directory):
     assert terminated >= 1
     assert code == 250, text
     assert Message.objects.get(queue_id=queue_id_of(text)).recipients.get().address == "alice@local.test"
+
+
+def test_drain_waits_for_handed_in_messages(monkeypatch):
+    store_group = spool.store_group
+
+    def slow_store_group(group):
+        # Longer than drain()'s polling interval, so only a drain that waits finds it done.
+        time.sleep(0.5)
+        return store_group(group)
+
+    monkeypatch.setattr(spool, "store_group", slow_store_group)
+    monkeypatch.setattr("mailhub.server.group_commit.inserts_group_in_one_statement", lambda: False)
+    prepared = [
+        spool.prepare(b"Subject: x\r\n\r\nx\r\n", "a@remote.test", ["alice@local.test"], source="mx", queue_id=f"DRAIN{index}")
+        for index in range(3)
+    ]
+
+    async def stop_while_storing():
+        committer = GroupCommitter()
+        stores = [asyncio.ensure_future(committer.store(item)) for item in prepared]
+        await asyncio.sleep(0)
+        await committer.drain(WAIT_SECONDS)
+        done = [store.done() for store in stores]
+        await committer.close()
+        return done
+
+    try:
+        done = asyncio.run(stop_while_storing())
+    finally:
+        database.shutdown()
+
+    assert done == [True, True, True]
+    assert Message.objects.filter(queue_id__startswith="DRAIN").count() == 3

@@ -14,6 +14,8 @@ from mailhub.server.worker_process import WorkerProcess
 logger = logging.getLogger(__name__)
 
 WORKER_CHECK_INTERVAL = 2.0
+# How long a stop waits for the messages being committed, so that their sessions get a reply.
+STOP_DRAIN_SECONDS = 10.0
 
 
 class Command(BaseCommand):
@@ -82,4 +84,5 @@ async def serve(addresses, worker=None):
         logger.info("stopping the listeners")
     finally:
         await stop_servers(started)
+        await committer.drain(STOP_DRAIN_SECONDS)
         await committer.close()
