@@ -20,10 +20,15 @@ SYNC_ONLY_PARAMETERS = ("cursor_factory",)
 
 
 class PostgresGroupWriter:
-    """Stores groups of prepared messages over one asyncio connection, opened on first use."""
+    """Stores groups of prepared messages over asyncio connections, one per group being committed.
+
+    SERVER_GROUP_COMMIT_CONCURRENCY groups may commit at once, and each needs a connection
+    of its own: psycopg runs one statement at a time on a connection.
+    """
 
     def __init__(self):
-        self.connection = None
+        self.connections = set()
+        self.idle = []
 
     async def store(self, prepared):
         """Insert the group and commit it; return the message ids in the order of ``prepared``.
@@ -34,39 +39,54 @@ class PostgresGroupWriter:
         before the connection went fails the second time instead of being stored twice.
         """
         for attempt in range(2):
+            database = None
             try:
-                return await self.execute(prepared)
+                database = await self.take_connection()
+                message_ids = await execute(database, prepared)
             except Exception as error:  # noqa: BLE001 - any failure on a lost connection is retried once
-                if attempt or not self.connection_lost():
+                lost = database is None or database.broken or database.closed
+                await self.give_back(database, usable=not lost)
+                if attempt or not lost:
                     raise
-                await self.close()
                 logger.warning(
                     "group of %d messages not stored, database connection lost; retrying on a new connection (queue_ids=%s): %s",
                     len(prepared),
                     ",".join(item.queue_id for item in prepared),
                     error,
                 )
+            else:
+                await self.give_back(database, usable=True)
+                return message_ids
 
-    async def execute(self, prepared):
-        sql, params = group_statement_and_params(prepared)
-        database = await self.connect()
-        async with database.cursor() as cursor:
-            await cursor.execute(sql, params)
-            ids_by_queue_id = dict(await cursor.fetchall())
-        return [ids_by_queue_id[item.queue_id] for item in prepared]
+    async def take_connection(self):
+        if self.idle:
+            return self.idle.pop()
+        database = await open_connection()
+        self.connections.add(database)
+        return database
 
-    async def connect(self):
-        if self.connection is None:
-            self.connection = await open_connection()
-        return self.connection
-
-    def connection_lost(self):
-        return self.connection is None or self.connection.broken or self.connection.closed
+    async def give_back(self, database, usable):
+        if database is None:
+            return
+        if usable:
+            self.idle.append(database)
+            return
+        self.connections.discard(database)
+        await database.close()
 
     async def close(self):
-        database, self.connection = self.connection, None
-        if database is not None:
+        """Close every connection, also one that a cancelled group left in use."""
+        connections_to_close, self.connections, self.idle = self.connections, set(), []
+        for database in connections_to_close:
             await database.close()
+
+
+async def execute(database, prepared):
+    sql, params = group_statement_and_params(prepared)
+    async with database.cursor() as cursor:
+        await cursor.execute(sql, params)
+        ids_by_queue_id = dict(await cursor.fetchall())
+    return [ids_by_queue_id[item.queue_id] for item in prepared]
 
 
 async def open_connection():
