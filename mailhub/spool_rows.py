@@ -76,17 +76,57 @@ def group_statement_and_params(prepared):
     """Return the SQL of insert_group_with_arrays() and its parameters for ``prepared``."""
     statement = group_statement()
     database = connections[DEFAULT_DB_ALIAS]
-    message_columns = database_columns(statement.message_fields, [item.fields for item in prepared], database)
-    # One value for the whole group: the recipients' next_attempt_at and their defaults.
-    shared_values = database_values(statement.shared_fields, [{"next_attempt_at": timezone.now()}], database)[0]
+    message_rows = [item.fields for item in prepared]
+    message_columns = database_columns(statement.message_fields, message_rows, database, cast_in_statement)
+    shared_values = group_shared_values(statement, database)
     recipient_rows = [
         {"queue_id": item.queue_id, **recipient_values(recipient)}
         for item in prepared
         for recipient in item.recipients
     ]
-    row_columns = database_columns(statement.row_fields, recipient_rows, database)
+    row_columns = database_columns(statement.row_fields, recipient_rows, database, cast_in_statement)
     queue_ids = [row["queue_id"] for row in recipient_rows]
     return statement.sql, [*message_columns, *shared_values, queue_ids, *row_columns]
+
+
+def group_shared_values(statement, database):
+    """Return the values that every recipient of a group shares, in shared_fields order.
+
+    Timestamps are the time of the insert, and constant defaults come from a cache.
+    """
+    now = timezone.now()
+    values = []
+    for field, constant in zip(statement.shared_fields, constant_defaults(statement.shared_fields, database)):
+        if is_timestamp(field):
+            values.append(field.get_db_prep_save(now, database))
+        elif callable(field.default):
+            values.append(field.get_db_prep_save(field.get_default(), database))
+        else:
+            values.append(constant)
+    return values
+
+
+@functools.cache
+def constant_defaults(fields, database):
+    """Return the converted defaults of ``fields`` (a tuple); None where the default is not constant."""
+    return [
+        None if is_timestamp(field) or callable(field.default) else field.get_db_prep_save(field.get_default(), database)
+        for field in fields
+    ]
+
+
+def is_timestamp(field):
+    """Return whether a recipient field that insert_group() leaves out gets the time of the insert."""
+    return field.attname == "next_attempt_at" or getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
+
+
+def cast_in_statement(field):
+    """Return whether a str value can go to group_statement() unchanged.
+
+    The statement casts every parameter to its column's type, so PostgreSQL also turns a
+    str into an inet, and the IP address needs no parsing here.
+    """
+    return text_field(field) or isinstance(field, models.GenericIPAddressField)
 
 
 @dataclass(frozen=True)
@@ -94,7 +134,7 @@ class GroupStatement:
     """The SQL of insert_group_with_arrays() and the fields of its parameters, in order."""
 
     message_fields: list
-    shared_fields: list
+    shared_fields: tuple
     row_fields: list
     sql: str
 
@@ -114,12 +154,12 @@ def group_statement():
         if not field.primary_key and field.attname != "message_id"
     ]
     row_fields = [field for field in recipient_fields if field.attname in RECIPIENT_ROW_FIELDS]
-    shared_fields = [field for field in recipient_fields if field.attname not in RECIPIENT_ROW_FIELDS]
+    shared_fields = tuple(field for field in recipient_fields if field.attname not in RECIPIENT_ROW_FIELDS)
 
     quote = connection.ops.quote_name
     message_names = ", ".join(quote(field.column) for field in message_fields)
     message_arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in message_fields)
-    recipient_names = ", ".join(quote(field.column) for field in shared_fields + row_fields)
+    recipient_names = ", ".join(quote(field.column) for field in [*shared_fields, *row_fields])
     shared_values = ", ".join(f"%b::{field.db_type(connection)}" for field in shared_fields)
     row_arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in row_fields)
     row_aliases = ", ".join(f"c{index}" for index in range(len(row_fields)))
@@ -137,9 +177,9 @@ def group_statement():
     return GroupStatement(message_fields, shared_fields, row_fields, sql)
 
 
-def database_columns(fields, rows, database):
+def database_columns(fields, rows, database, keeps_str):
     """Return one list per field with the rows' values as the database adapter takes them."""
-    values = database_values(fields, rows, database)
+    values = database_values(fields, rows, database, keeps_str)
     return [list(column) for column in zip(*values)]
 
 
@@ -152,7 +192,7 @@ def insert_rows(model, rows, returning=False):
     if not rows:
         return []
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
-    values = database_values(fields, rows, connections[DEFAULT_DB_ALIAS])
+    values = database_values(fields, rows, connections[DEFAULT_DB_ALIAS], text_field)
 
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
@@ -212,20 +252,21 @@ def insert_rows_pipelined(sql, values, returning):
         return keys
 
 
-def database_values(fields, rows, database):
+def database_values(fields, rows, database, keeps_str):
     """Return each row's values for ``fields`` as the database adapter takes them.
 
     ``database`` is a connection of connections[], not the ``connection`` proxy: every
     field conversion reads it several times, and each read through the proxy is a
-    thread-local lookup. The defaults of the fields that the rows leave out are converted
-    once for all rows.
+    thread-local lookup. A str value goes unchanged to a field for which ``keeps_str``
+    returns True. The defaults of the fields that the rows leave out are converted once
+    for all rows.
     """
     defaults = {
         field.attname: field.get_db_prep_save(default_value(field), database)
         for field in fields
         if field.attname not in rows[0]
     }
-    converters = [(field.attname, text_field(field), field.get_db_prep_save) for field in fields]
+    converters = [(field.attname, keeps_str(field), field.get_db_prep_save) for field in fields]
     values = []
     for row in rows:
         row_values = []

@@ -190,9 +190,12 @@ def test_store_group_keeps_order_and_recipients(count):
         assert message.queue_id == f"ORDER{index:04d}"
         assert message.envelope_sender == f"sender{index}@remote.test"
         assert message.subject == f"order {index}"
+        assert message.client_address == "127.0.0.1"
         addresses = sorted(message.recipients.values_list("address", flat=True))
         assert addresses == [f"rcpt{index}-{number}@local.test" for number in range(index % 3 + 1)]
     assert set(Recipient.objects.values_list("status", flat=True)) == {Recipient.Status.QUEUED}
+    assert set(Recipient.objects.values_list("attempts", "lease_token", "reply_code")) == {(0, "", None)}
+    assert not Recipient.objects.filter(next_attempt_at__isnull=True).exists()
 
 
 def test_store_group_stores_all_or_nothing():
