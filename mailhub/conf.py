@@ -85,7 +85,8 @@ DEFAULTS = {
     # (DKIM header lists, generated HTML) and Postfix stores such lines, so longer lines are
     # accepted up to this bound and a line past it rejects the message with 554 5.6.0.
     "MAX_LINE_LENGTH": 64 * 1024,
-    # Threads that run the listeners' database calls, so the event loop does not block on the DB.
+    # Threads that run the listeners' database calls, so the event loop does not block on the
+    # DB: recipient look-ups, and the group commits on SQLite (PostgreSQL's go from the loop).
     "SERVER_DB_THREADS": 8,
     # Group commit: the listeners store the messages that finish DATA while a commit runs
     # together in the next transaction, at most this many messages and bytes per group
@@ -93,8 +94,8 @@ DEFAULTS = {
     "SERVER_GROUP_COMMIT_MAX_MESSAGES": 200,
     "SERVER_GROUP_COMMIT_MAX_BYTES": 16 * 1024 * 1024,
     # Groups that may commit at the same time. One keeps SQLite's single writer from
-    # waiting on its lock. More let PostgreSQL flush several groups at once, which was
-    # no faster on a 2-core machine with bench/inbound.py.
+    # waiting on its lock. More let PostgreSQL flush several groups at once, each on a
+    # connection of its own, which was no faster on a 2-core machine with bench/inbound.py.
     "SERVER_GROUP_COMMIT_CONCURRENCY": 1,
     # Seconds a listener remembers that a local recipient address is deliverable, so
     # RCPT needs no query. Unknown addresses are never remembered, so a new mailbox takes
