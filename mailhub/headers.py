@@ -1,4 +1,5 @@
 """Read summary fields from a raw message's header section without re-serialising it."""
+import email.errors
 import email.header
 import email.parser
 import email.policy
@@ -9,6 +10,8 @@ import re
 HEADER_END = re.compile(rb"\r?\n\r?\n")
 RECEIVED_FIELD = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 MAX_SUMMARY_LENGTH = 998
+# C0 and C1 controls and DEL.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 SUMMARY_FIELDS = ("subject", "message-id", "from", "to", "date")
 # Header fields the way the email package's parser reads them without a defect: a name
 # of printable characters but the colon, or a folded continuation line, each ended by CRLF.
@@ -28,13 +31,18 @@ def parse_headers(raw):
 
 
 def decode_field(value):
-    """Decode RFC 2047 encoded words; undecodable bytes become replacement characters."""
+    """Decode RFC 2047 encoded words into one line of text.
+
+    Undecodable bytes become replacement characters, and a malformed encoded word stays
+    as it is. Control characters become spaces: an encoded word may hide a NUL, which
+    PostgreSQL refuses in a text column, and a summary is one line for display.
+    """
     if value is None:
         return ""
     try:
         parts = email.header.decode_header(str(value))
-    except (ValueError, LookupError):
-        return str(value)
+    except (ValueError, LookupError, email.errors.HeaderParseError):
+        parts = [(str(value), None)]
     decoded = []
     for text, charset in parts:
         if isinstance(text, bytes):
@@ -43,7 +51,7 @@ def decode_field(value):
             except LookupError:
                 text = text.decode("utf-8", errors="replace")
         decoded.append(text)
-    text = "".join(decoded)
+    text = CONTROL_CHARACTERS.sub(" ", "".join(decoded))
     return " ".join(text.split())[:MAX_SUMMARY_LENGTH]
 
 
@@ -76,17 +84,23 @@ def summary_fields(raw):
 
 def plain_summary_fields(section):
     """Return the first value of each summary field as the email package's compat32 parser
-    gives it, or None when the section is not plain ASCII fields in CRLF lines.
+    gives it, or None when the section is not plain UTF-8 fields in CRLF lines.
 
     Every listener and backend message is summarised, and the email parser costs more
-    than the rest of storing a small message. The parser still reads every section that
-    is not plain, so both ways agree (tests/engine/test_headers.py).
+    than the rest of storing a small message. For ASCII both ways agree
+    (tests/engine/test_headers.py). UTF-8 field values (RFC 6532, sent with SMTPUTF8)
+    keep their characters here, where the compat32 parser turns each 8-bit byte into a
+    replacement character. Any other section goes to the parser.
     """
-    if not section.isascii() or not PLAIN_SECTION.fullmatch(section):
+    if not PLAIN_SECTION.fullmatch(section):
+        return None
+    try:
+        text = section.decode("utf-8")
+    except UnicodeDecodeError:
         return None
     fields = dict.fromkeys(SUMMARY_FIELDS)
     current = None
-    for line in section.decode("ascii").split("\r\n"):
+    for line in text.split("\r\n"):
         if line[0] in " \t":
             if current is not None:
                 fields[current] += "\r\n" + line

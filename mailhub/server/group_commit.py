@@ -13,7 +13,7 @@ and the transaction stores none of them.
 import asyncio
 import logging
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, DataError, IntegrityError, connection
 
 from .. import conf, spool
 from ..spool_rows import inserts_group_in_one_statement
@@ -123,6 +123,18 @@ class GroupCommitter:
                 stored.cancel()
             raise
         except Exception as error:  # noqa: BLE001 - every waiting session gets the error and answers 4xx
+            if len(group) > 1 and is_data_error(error):
+                # One message's content failed the whole statement, so the others must
+                # not share its 451: each message is stored on its own.
+                logger.warning(
+                    "group of %d messages not stored (queue_ids=%s): %s; storing them one by one",
+                    len(group),
+                    ",".join(item.queue_id for item in prepared),
+                    error,
+                )
+                for entry in group:
+                    await self.commit_group([entry])
+                return
             logger.warning(
                 "group of %d messages not stored (queue_ids=%s): %s",
                 len(group),
@@ -181,3 +193,14 @@ def connection_lost(used):
         return True
     # psycopg marks a connection that the server closed as broken.
     return bool(getattr(used, "broken", False) or getattr(used, "closed", False))
+
+
+def is_data_error(error):
+    """Return whether ``error`` comes from the rows themselves, not from the database connection."""
+    if isinstance(error, (DataError, IntegrityError)):
+        return True
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(error, (psycopg.DataError, psycopg.IntegrityError))

@@ -261,3 +261,28 @@ def test_drain_waits_for_handed_in_messages(monkeypatch):
 
     assert done == [True, True, True]
     assert Message.objects.filter(queue_id__startswith="DRAIN").count() == 3
+
+
+def test_bad_message_fails_alone():
+    def prepare(queue_id):
+        return spool.prepare(b"Subject: x\r\n\r\nx\r\n", "a@remote.test", ["alice@local.test"], source="mx", queue_id=queue_id)
+
+    spool.store_group([prepare("TAKEN")])
+
+    async def store_together():
+        committer = GroupCommitter()
+        # Handed in on one loop turn, so the three form one group.
+        stores = [asyncio.ensure_future(committer.store(prepare(queue_id))) for queue_id in ("FRESH1", "TAKEN", "FRESH2")]
+        results = await asyncio.gather(*stores, return_exceptions=True)
+        await committer.close()
+        return results
+
+    try:
+        first, taken, second = asyncio.run(store_together())
+    finally:
+        database.shutdown()
+
+    assert isinstance(first, int)
+    assert isinstance(second, int)
+    assert isinstance(taken, Exception)
+    assert set(Message.objects.values_list("queue_id", flat=True)) == {"TAKEN", "FRESH1", "FRESH2"}
