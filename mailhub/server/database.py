@@ -7,12 +7,15 @@ every thread's connection, because a test database cannot be dropped while one i
 """
 import asyncio
 import functools
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from django.db import DatabaseError, connections
 
 from .. import conf
+
+logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 30
 
@@ -66,3 +69,13 @@ def shutdown():
     futures = [pool.submit(close_thread_connections, barrier) for _ in range(pool_size)]
     wait(futures, CLOSE_TIMEOUT)
     pool.shutdown(wait=True)
+
+
+def log_group_retry(prepared, error):
+    """Log that a group failed on a lost database connection and goes again on a new one."""
+    logger.warning(
+        "group of %d messages not stored, database connection lost; retrying on a new connection (queue_ids=%s): %s",
+        len(prepared),
+        ",".join(item.queue_id for item in prepared),
+        error,
+    )

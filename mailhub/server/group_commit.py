@@ -17,7 +17,7 @@ from django.db import DatabaseError, DataError, IntegrityError, connection
 
 from .. import conf, spool
 from ..spool_rows import inserts_group_in_one_statement
-from .database import run_in_db_thread
+from .database import log_group_retry, run_in_db_thread
 from .delivery_hints import DeliveryHints
 from .postgres_groups import PostgresGroupWriter
 
@@ -176,12 +176,7 @@ def store_group(prepared):
             if attempt or not connection_lost(used):
                 raise
             connection.close()
-            logger.warning(
-                "group of %d messages not stored, database connection lost; retrying on a new connection (queue_ids=%s): %s",
-                len(prepared),
-                ",".join(item.queue_id for item in prepared),
-                error,
-            )
+            log_group_retry(prepared, error)
 
 
 def connection_lost(used):

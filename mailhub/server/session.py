@@ -122,7 +122,8 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
         self._timeout_handle = self.loop.call_at(when, self._timeout_cb)
 
     def cancel_timeout(self):
-        # aiosmtpd's connection_lost() expects a handle, so a fired one is kept.
+        # The handle stays set after it fired or was cancelled: aiosmtpd's connection_lost()
+        # asserts that there is one.
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
         self.timer_at = None

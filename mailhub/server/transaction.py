@@ -366,7 +366,7 @@ def data_verdict_reply(parser):
 
 @functools.lru_cache(maxsize=4096)
 def client_address_or_none(address):
-    # Cached: a busy MX sees the same clients again and again.
+    # Cached: a busy MX gets connections from the same clients again and again.
     try:
         return str(ipaddress.ip_address(address))
     except ValueError:

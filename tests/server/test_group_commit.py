@@ -278,11 +278,11 @@ def test_bad_message_fails_alone():
         return results
 
     try:
-        first, taken, second = asyncio.run(store_together())
+        first, duplicate, second = asyncio.run(store_together())
     finally:
         database.shutdown()
 
     assert isinstance(first, int)
     assert isinstance(second, int)
-    assert isinstance(taken, Exception)
+    assert isinstance(duplicate, Exception)
     assert set(Message.objects.values_list("queue_id", flat=True)) == {"TAKEN", "FRESH1", "FRESH2"}
