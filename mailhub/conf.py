@@ -85,6 +85,9 @@ DEFAULTS = {
     # (DKIM header lists, generated HTML) and Postfix stores such lines, so longer lines are
     # accepted up to this bound and a line past it rejects the message with 554 5.6.0.
     "MAX_LINE_LENGTH": 64 * 1024,
+    # The listeners' event loop: "auto" takes uvloop where it is installed, else asyncio's
+    # own; "uvloop" or "asyncio" asks for one.
+    "SERVER_EVENT_LOOP": "auto",
     # Threads that run the listeners' database calls, so the event loop does not block on the
     # DB: recipient look-ups, and the group commits on SQLite (PostgreSQL's go from the loop).
     "SERVER_DB_THREADS": 8,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .. import conf
 from ..exceptions import ConfigurationError
-from . import database, tls
+from . import database, event_loop, tls
 from .delivery_hints import load_broker_client
 from .group_commit import GroupCommitter
 from .handlers import POLICIES
@@ -136,7 +136,7 @@ class ListenerThread:
     def __init__(self, addresses, certificate_store=None):
         self.addresses = addresses
         self.certificate_store = certificate_store
-        self.loop = asyncio.new_event_loop()
+        self.loop = event_loop.new_event_loop()
         self.connection_limiter = ConnectionLimiter()
         self.auth_throttle = AuthThrottle()
         self.committer = GroupCommitter()

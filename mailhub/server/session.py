@@ -1,10 +1,11 @@
 """The SMTP protocol of mailhub's listeners: aiosmtpd's SMTP class with its command loop,
 MAIL, RCPT, DATA, AUTH, STARTTLS and EHLO replaced.
 
-aiosmtpd 1.4.6 is kept for the transport, STARTTLS plumbing and PROXY parsing. Its own
-command handlers are replaced for five reasons. They send replies without enhanced status
-codes and reject the DSN parameters. They run AUTH callbacks on the event loop and offer
-AUTH only after STARTTLS, not with implicit TLS. They arm one timer for the whole DATA phase.
+aiosmtpd 1.4.6 is kept for the stream plumbing and PROXY parsing. Its own command handlers
+send replies without enhanced status codes and reject the DSN parameters, run AUTH callbacks
+on the event loop, offer AUTH only after STARTTLS (not with implicit TLS), and arm one timer
+for the whole DATA phase. Its STARTTLS builds asyncio's TLS protocol by hand, which uvloop's
+transports do not take; start_tls() here uses the loop's own loop.start_tls().
 """
 import asyncio
 import functools
@@ -89,12 +90,21 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
 
     @property
     def encrypted(self):
-        return self._tls_protocol is not None
+        return self._original_transport is not None
 
     @property
     def peer_address(self):
         peer = self.session.peer if self.session else None
         return peer[0] if isinstance(peer, tuple) else str(peer or "")
+
+    def connection_lost(self, error):
+        if self.tls_handshake_running:
+            # The TLS layer reports a failed handshake both here and to start_tls(), which
+            # logs why and ends the session; aiosmtpd would cancel the session first.
+            self.cancel_timeout()
+            super(SMTP, self).connection_lost(error)
+            return
+        super().connection_lost(error)
 
     def data_received(self, data):
         if self.in_data:
@@ -417,49 +427,117 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
         if self.tls_context is None:
             await self.push(str(replies.TLS_NOT_AVAILABLE))
             return
+        # The client may send its ClientHello right after the 220. Paused, the transport
+        # leaves it in the socket for the handshake instead of the command buffer.
+        self.transport.pause_reading()
         await self.push(str(replies.READY_FOR_TLS))
         await self.start_tls()
 
     async def start_tls(self):
         """Run the TLS handshake on this connection, with the current certificate.
 
-        aiosmtpd's connection_made() runs again once the handshake ends: it discards every
-        byte read before the handshake (STARTTLS injection, RFC 3207 section 4) and starts a
-        new aiosmtpd Session, so HELO and AUTH must be given again.
+        loop.start_tls() is the event loop's public API, so the same code runs on asyncio's
+        loop and on uvloop. After STARTTLS, bytes that arrived before the handshake are
+        discarded (STARTTLS injection, RFC 3207 section 4); with implicit TLS they are the
+        start of the handshake. HELO and AUTH must be given again.
         """
         self.tls_context = self.listener.certificate_store.refresh()
-        waiter = self.loop.create_future()
-        self._tls_protocol = asyncio.sslproto.SSLProtocol(
-            self.loop,
-            self,
-            self.tls_context,
-            waiter,
-            server_side=True,
-            ssl_handshake_timeout=conf.get("SERVER_COMMAND_TIMEOUT"),
-        )
-        self._original_transport = self.transport
-        self._original_transport.set_protocol(self._tls_protocol)
-        self.transport = self._tls_protocol._app_transport
-        self._tls_protocol.connection_made(self._original_transport)
+        plain_transport = self.transport
+        plain_transport.pause_reading()
+        early_bytes = self.take_buffered_bytes()
         self.tls_handshake_running = True
+        handshake = self.loop.create_task(
+            self.loop.start_tls(
+                plain_transport,
+                self,
+                self.tls_context,
+                server_side=True,
+                ssl_handshake_timeout=conf.get("SERVER_COMMAND_TIMEOUT"),
+            )
+        )
+        if early_bytes and not self.listener.implicit_tls:
+            logger.info("client=%s sent %d bytes after STARTTLS; discarded", self.client.address, len(early_bytes))
         try:
-            await waiter
+            if early_bytes and self.listener.implicit_tls:
+                await hand_over_to_tls(plain_transport, self, early_bytes)
+            transport = await handshake
         except asyncio.CancelledError:
+            handshake.cancel()
             raise
         except Exception as error:  # noqa: BLE001 - any handshake failure ends only this session
-            logger.info("client=%s TLS handshake failed: %s", self.client.address, error)
-            self._original_transport.close()
+            logger.info("client=%s TLS handshake failed: %s", self.client.address, str(error) or type(error).__name__)
+            handshake.cancel()
+            plain_transport.close()
             raise SessionClosed("TLS handshake failed") from error
         finally:
             self.tls_handshake_running = False
 
-        # A connection closed during the handshake may wake the waiter without an error.
-        if self._tls_protocol._app_transport is None or self.transport.is_closing():
+        # A connection closed during the handshake may end it without an error.
+        if transport is None or transport.is_closing():
             logger.info("client=%s closed the connection during the TLS handshake", self.client.address)
-            self._original_transport.close()
+            plain_transport.close()
             raise SessionClosed("connection closed during the TLS handshake")
+        self.use_tls_transport(plain_transport, transport)
+
+    def take_buffered_bytes(self):
+        """Return the bytes that the command reader received but has not parsed, and drop them."""
+        buffered = bytes(self._reader._buffer)
+        self._reader._buffer.clear()
+        return buffered
+
+    def use_tls_transport(self, plain_transport, transport):
+        """Read and write through the TLS transport, with a new aiosmtpd Session and no client state."""
+        self._original_transport = plain_transport
+        self.transport = transport
+        # StreamReaderProtocol's own view of the connection: over TLS, an EOF from the
+        # client leaves closing the transport to the TLS layer.
+        self._transport = transport
+        self._over_ssl = True
+        self._reader._transport = transport
+        self._writer._transport = transport
+        self._set_rset_state()
+        peer = self.session.peer
+        self.session = self._create_session()
+        self.session.peer = peer
+        self.session.ssl = {"ssl_object": transport.get_extra_info("ssl_object")}
         self.client.authenticated_user = None
         self.client.helo_name = ""
+
+
+async def hand_over_to_tls(plain_transport, session, early_bytes):
+    """Give the TLS layer the bytes of its handshake that the session read before it started.
+
+    With implicit TLS the client sends its ClientHello at once, and the event loop may read
+    it before start_tls() runs (uvloop starts reading only after connection_made()
+    returns, so the session cannot pause it there). loop.start_tls() puts its TLS protocol
+    on the transport at its first step and calls that protocol's connection_made() at the
+    next turn of the loop. The bytes follow at that turn, before the transport reads again.
+    """
+    for _turn in range(2):
+        await asyncio.sleep(0)
+    tls_protocol = plain_transport.get_protocol()
+    if tls_protocol is session or plain_transport.is_closing():
+        logger.warning(
+            "client=%s TLS handshake not started; %d bytes sent before it were dropped",
+            session.client.address,
+            len(early_bytes),
+        )
+        return
+    # asyncio's TLS protocol and uvloop's both take bytes as a buffered protocol.
+    if hasattr(tls_protocol, "get_buffer"):
+        feed_buffered_protocol(tls_protocol, early_bytes)
+    else:
+        tls_protocol.data_received(early_bytes)
+
+
+def feed_buffered_protocol(protocol, data):
+    view = memoryview(data)
+    while view:
+        buffer = protocol.get_buffer(len(view))
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        protocol.buffer_updated(size)
+        view = view[size:]
 
 
 class NoHandler:

@@ -1,6 +1,8 @@
 """The core path: MX accepts local mail only, submission needs AUTH, both store before 250."""
 import base64
 import smtplib
+import socket
+import ssl
 
 import pytest
 from django.db import connection
@@ -231,6 +233,38 @@ def test_proxy_header_before_implicit_tls(mail_listeners, directory, settings):
 
     assert greeting[0] == 220
     assert auth[0] == 235
+
+
+def test_client_hello_in_the_proxy_header_segment(mail_listeners, directory, settings):
+    # A proxy may forward the client's ClientHello in the same segment as its PROXY
+    # header, so the listener reads both at once and must hand the rest to TLS.
+    settings.MAILHUB_PROXY_PROTOCOL = True
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = mail_listeners.client_context().wrap_bio(incoming, outgoing, server_hostname="mailhub.test")
+    with socket.create_connection((mail_listeners.host, mail_listeners.submissions_port), timeout=30) as sock:
+        first_write = proxy_v1_header("192.0.2.45", mail_listeners.submissions_port)
+        greeting = run_tls_over(sock, tls, incoming, outgoing, first_write)
+
+    assert greeting.startswith(b"220 ")
+
+
+def run_tls_over(sock, tls, incoming, outgoing, first_write):
+    """Complete a client handshake through memory BIOs; return the first bytes read over TLS."""
+    pending = first_write
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(pending + outgoing.read())
+            pending = b""
+            incoming.write(sock.recv(65536))
+    sock.sendall(outgoing.read())
+    while True:
+        try:
+            return tls.read(1024)
+        except ssl.SSLWantReadError:
+            incoming.write(sock.recv(65536))
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import signal
 from django.core.management.base import BaseCommand, CommandError
 
 from mailhub.exceptions import ConfigurationError
-from mailhub.server import database
+from mailhub.server import database, event_loop
 from mailhub.server.group_commit import GroupCommitter
 from mailhub.server.runner import configured_addresses, start_servers, stop_servers
 from mailhub.server.worker_process import WorkerProcess
@@ -51,7 +51,8 @@ class Command(BaseCommand):
 
         worker = WorkerProcess().start() if options["worker"] else None
         try:
-            asyncio.run(serve(addresses, worker))
+            with asyncio.Runner(loop_factory=event_loop.new_event_loop) as runner:
+                runner.run(serve(addresses, worker))
         except PermissionError as error:
             raise CommandError(f"cannot bind a listener port ({error}); ports below 1024 need privileges, try --mx 127.0.0.1:2525") from error
         except OSError as error:
