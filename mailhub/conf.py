@@ -91,6 +91,9 @@ DEFAULTS = {
     # Threads that run the listeners' database calls, so the event loop does not block on the
     # DB: recipient look-ups, and the group commits on SQLite (PostgreSQL's go from the loop).
     "SERVER_DB_THREADS": 8,
+    # Threads that check AUTH passwords. Each check hashes for a long time, and the hashing
+    # runs on the CPU without the GIL, so more threads than cores gain nothing.
+    "SERVER_AUTH_THREADS": 2,
     # Group commit: the listeners store the messages that finish DATA while a commit runs
     # together in the next transaction, at most this many messages and bytes per group
     # (a larger message is stored alone).

@@ -31,5 +31,9 @@ class SpoolError(MailhubError, RuntimeError):
     """The spool could not store a message; the sender keeps responsibility for it."""
 
 
+class ShuttingDown(SpoolError):
+    """The listeners are stopping and store no more messages; the client should try again later."""
+
+
 class ConfigurationError(MailhubError, ImproperlyConfigured):
     """A mailhub setting has an invalid value."""

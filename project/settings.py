@@ -190,5 +190,12 @@ LOGGING = {
             "level": env("MAILHUB_LOG_LEVEL", default="INFO"),
             "propagate": False,
         },
+        # aiosmtpd's logger writes a line per connection at INFO and repeats, as a warning,
+        # the invalid PROXY headers that mailhub logs itself, so only its errors are kept.
+        "mail.log": {
+            "handlers": ["console"],
+            "level": "ERROR",
+            "propagate": False,
+        },
     },
 }

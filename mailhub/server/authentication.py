@@ -69,7 +69,7 @@ class AuthCommands:
             )
             await asyncio.sleep(delay)
         try:
-            return await self.run_db(auth.authenticate_login, login, password)
+            return await self.run_password_check(auth.authenticate_login, login, password)
         except asyncio.CancelledError:
             attempt.fail("")
             raise
@@ -145,6 +145,8 @@ class AuthCommands:
             extra={"address_failures": address_failures, "user_failures": user_failures},
         )
         await asyncio.sleep(delay)
-        if throttle.has_failed_too_often(self.client.address) or user_failures >= conf.get("AUTH_MAX_FAILURES"):
+        max_failures = conf.get("AUTH_MAX_FAILURES")
+        # 0 turns the limits off, so a failure then always gets 535.
+        if max_failures and (throttle.has_failed_too_often(self.client.address) or user_failures >= max_failures):
             await self.close_with(replies.TOO_MANY_AUTH_FAILURES)
         await self.push(str(replies.AUTH_FAILED))

@@ -19,18 +19,46 @@ logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 30
 
-_executor = None
-_pool_size = 0
-_lock = threading.Lock()
+
+class ThreadPool:
+    """A thread pool started at its first call, sized by a setting read then."""
+
+    def __init__(self, size_setting, thread_name_prefix):
+        self.size_setting = size_setting
+        self.thread_name_prefix = thread_name_prefix
+        self.pool = None
+        self.size = 0
+        self.lock = threading.Lock()
+
+    def executor(self):
+        with self.lock:
+            if self.pool is None:
+                self.size = conf.get(self.size_setting)
+                self.pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=self.thread_name_prefix)
+            return self.pool
+
+    def shutdown(self):
+        """Close every thread's connections and stop the pool; the next call starts a new one."""
+        with self.lock:
+            pool, self.pool = self.pool, None
+            size = self.size
+        if pool is None:
+            return
+        barrier = threading.Barrier(size)
+        futures = [pool.submit(close_thread_connections, barrier) for _ in range(size)]
+        wait(futures, CLOSE_TIMEOUT)
+        pool.shutdown(wait=True)
+
+
+DATABASE_THREADS = ThreadPool("SERVER_DB_THREADS", "mailhub-db")
+# Password checks have threads of their own: each hashes for a long time (Django's PBKDF2
+# iterations), and a burst of AUTH attempts in the database threads would hold up the
+# recipient look-ups and commits of every session.
+AUTH_THREADS = ThreadPool("SERVER_AUTH_THREADS", "mailhub-auth")
 
 
 def executor():
-    global _executor, _pool_size
-    with _lock:
-        if _executor is None:
-            _pool_size = conf.get("SERVER_DB_THREADS")
-            _executor = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="mailhub-db")
-        return _executor
+    return DATABASE_THREADS.executor()
 
 
 def call_in_pool_thread(func, args, kwargs):
@@ -44,7 +72,13 @@ def call_in_pool_thread(func, args, kwargs):
 async def run_in_db_thread(func, *args, **kwargs):
     loop = asyncio.get_running_loop()
     call = functools.partial(call_in_pool_thread, func, args, kwargs)
-    return await loop.run_in_executor(executor(), call)
+    return await loop.run_in_executor(DATABASE_THREADS.executor(), call)
+
+
+async def run_in_auth_thread(func, *args, **kwargs):
+    loop = asyncio.get_running_loop()
+    call = functools.partial(call_in_pool_thread, func, args, kwargs)
+    return await loop.run_in_executor(AUTH_THREADS.executor(), call)
 
 
 def close_thread_connections(barrier):
@@ -58,17 +92,9 @@ def close_thread_connections(barrier):
 
 
 def shutdown():
-    """Close every pool thread's connections and stop the pool; the next call starts a new one."""
-    global _executor
-    with _lock:
-        pool, _executor = _executor, None
-        pool_size = _pool_size
-    if pool is None:
-        return
-    barrier = threading.Barrier(pool_size)
-    futures = [pool.submit(close_thread_connections, barrier) for _ in range(pool_size)]
-    wait(futures, CLOSE_TIMEOUT)
-    pool.shutdown(wait=True)
+    """Close the connections of every pool thread and stop the pools; the next call starts new ones."""
+    DATABASE_THREADS.shutdown()
+    AUTH_THREADS.shutdown()
 
 
 def log_group_retry(prepared, error):

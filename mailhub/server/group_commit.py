@@ -16,6 +16,7 @@ import logging
 from django.db import DatabaseError, DataError, IntegrityError, connection
 
 from .. import conf, spool
+from ..exceptions import ShuttingDown
 from ..spool_rows import inserts_group_in_one_statement
 from .database import log_group_retry, run_in_db_thread
 from .delivery_hints import DeliveryHints
@@ -31,6 +32,7 @@ class GroupCommitter:
 
     def __init__(self):
         self.waiting = []
+        self.accepting = True
         # Messages in the groups being committed now.
         self.committing = 0
         self.flushers = set()
@@ -40,8 +42,11 @@ class GroupCommitter:
     async def store(self, prepared):
         """Store one spool.PreparedMessage with the next group; return its message id once committed.
 
-        Raises the group's database error when the group could not be stored.
+        Raises the group's database error when the group could not be stored, and
+        ShuttingDown after stop_accepting().
         """
+        if not self.accepting:
+            raise ShuttingDown("the listeners are stopping")
         loop = asyncio.get_running_loop()
         stored = loop.create_future()
         self.waiting.append((prepared, stored))
@@ -87,24 +92,30 @@ class GroupCommitter:
             return await self.postgres.store(prepared)
         return await run_in_db_thread(store_group, prepared)
 
+    def stop_accepting(self):
+        """Make every later store() raise ShuttingDown, so that drain() has an end."""
+        self.accepting = False
+
     async def drain(self, timeout):
-        """Wait up to ``timeout`` seconds until every handed-in message has been committed or has failed.
+        """Stop accepting messages and wait up to ``timeout`` seconds for those handed in to be committed.
 
         The listeners call this when they stop, after they have stopped accepting
         connections, so that the sessions of a group being committed still get their
-        reply. A stored message without a reply would be sent again by its client.
+        reply. A stored message without a reply would be sent again by its client. The
+        sessions that are still open get 421 for any later message instead.
         """
+        self.stop_accepting()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (self.waiting or self.flushers) and loop.time() < deadline:
+        started = loop.time()
+        while (self.waiting or self.flushers) and loop.time() < started + timeout:
             await asyncio.sleep(DRAIN_POLL_SECONDS)
         # The sessions of the last group send their replies on the loop's next turns.
         await asyncio.sleep(DRAIN_POLL_SECONDS)
         if self.waiting or self.flushers:
             logger.warning(
-                "%d messages still being stored after %.0f s; their sessions end without a reply",
+                "%d messages still being stored after %.1f s; their sessions end without a reply",
                 len(self.waiting) + self.committing,
-                timeout,
+                loop.time() - started,
             )
 
     async def close(self):

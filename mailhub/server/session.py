@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP
 from .. import conf
 from . import replies
 from .authentication import AUTH_MECHANISMS, AuthCommands
-from .database import run_in_db_thread
+from .database import run_in_auth_thread, run_in_db_thread
 from .proxy import read_proxy_header
 from .state import ClientState, SessionClosed
 from .transaction import TransactionCommands
@@ -106,6 +106,14 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
             return
         super().connection_lost(error)
 
+    def eof_received(self):
+        # aiosmtpd cancels the command loop here. uvloop may report an EOF before the loop's
+        # first step, and a loop cancelled then never runs its clean-up, so the socket stayed
+        # open until the idle timer. The EOF goes to the reader and ends the loop at its next read.
+        super(SMTP, self).eof_received()
+        # Over TLS the TLS layer closes the transport, and True would only draw a warning.
+        return not (self.encrypted or self.tls_handshake_running)
+
     def data_received(self, data):
         if self.in_data:
             self.data_bytes += len(data)
@@ -175,9 +183,16 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
 
     async def run_db(self, func, *args, **kwargs):
         """Run a database call in the pool, with the idle timeout paused while it runs."""
+        return await self.with_idle_timeout_paused(run_in_db_thread(func, *args, **kwargs))
+
+    async def run_password_check(self, func, *args):
+        """Run a password check in the AUTH threads, with the idle timeout paused while it runs."""
+        return await self.with_idle_timeout_paused(run_in_auth_thread(func, *args))
+
+    async def with_idle_timeout_paused(self, call):
         self.pending_db_calls += 1
         try:
-            return await run_in_db_thread(func, *args, **kwargs)
+            return await call
         finally:
             self.pending_db_calls -= 1
             self._reset_timeout()
@@ -210,7 +225,7 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
     async def _handle_client(self):
         try:
             await self.run_session()
-        except (SessionClosed, ConnectionError):
+        except (SessionClosed, ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
             self._writer.close()

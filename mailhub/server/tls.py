@@ -1,8 +1,8 @@
 """Server TLS: the certificate and key from settings, reloaded when the files change.
 
-Each listener keeps one SSLContext. Before every handshake the store compares the files'
-modification times, sizes and inodes with the loaded ones and loads the new chain into the same context,
-so a renewed certificate (certbot) is served without a restart. With no certificate
+Before every handshake the store compares the files' modification times, sizes and inodes
+with the loaded ones and loads changed files into a new SSLContext, so a renewed
+certificate (certbot) is served without a restart. With no certificate
 configured, a self-signed one is generated once into TLS_DIR for development.
 """
 import datetime
@@ -60,8 +60,11 @@ class CertificateStore:
         if signature == self.loaded_signature:
             return self.context
 
+        # A new context, because OpenSSL keeps a new certificate in the old context even
+        # when its key does not match, and every handshake would then fail.
+        context = build_server_context()
         try:
-            self.context.load_cert_chain(self.certfile, self.keyfile)
+            context.load_cert_chain(self.certfile, self.keyfile)
         except (OSError, ssl.SSLError) as error:
             if self.loaded_signature is None:
                 raise ConfigurationError(
@@ -71,6 +74,7 @@ class CertificateStore:
             return self.context
 
         action = "loaded" if self.loaded_signature is None else "reloaded"
+        self.context = context
         self.loaded_signature = signature
         logger.info("TLS certificate %s %s", self.certfile, action)
         return self.context

@@ -8,6 +8,7 @@ import time
 
 from .. import conf, spool
 from ..directory import lookup_key
+from ..exceptions import ShuttingDown
 from ..models.spool import new_queue_id
 from ..spool import EnvelopeRecipient
 from . import replies
@@ -189,6 +190,8 @@ class TransactionCommands:
         else:
             reply = await self.store(parser.content)
         self._set_post_data_state()
+        if reply is replies.SERVICE_UNAVAILABLE:
+            await self.close_with(reply)
         await self.push(str(reply))
 
     async def receive_data(self):
@@ -238,6 +241,15 @@ class TransactionCommands:
         try:
             prepared = await self.prepare_message(raw, queue_id)
             await self.wait_for_commit(prepared)
+        except ShuttingDown:
+            logger.info(
+                "client=%s from=<%s> queue_id=%s message not stored, the listeners are stopping; replied %s",
+                client.address,
+                envelope.mail_from,
+                queue_id,
+                replies.SERVICE_UNAVAILABLE,
+            )
+            return replies.SERVICE_UNAVAILABLE
         except Exception:  # noqa: BLE001 - nothing was acknowledged, so the client keeps the message
             logger.exception(
                 "client=%s from=<%s> queue_id=%s message not stored, replied %s",

@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.contrib.auth.signals import user_login_failed
 
+from mailhub import conf
 from mailhub.server.limits import AuthThrottle
 
-from .conftest import PASSWORD, RawClient, proxy_v1_header
+from .conftest import PASSWORD, RawClient, message_text, proxy_v1_header
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -184,3 +185,33 @@ def test_throttle_failures_expire_after_window(throttle):
     assert blocked is None
     assert throttle.reserve("192.0.2.1") is not None
     assert throttle.user_delay("alice") == 0.0
+
+
+def test_mx_takes_mail_while_password_checks_wait(mail_listeners, directory, settings, monkeypatch):
+    # More stuck password checks than database threads: the MX must still look up its
+    # recipient and commit, because password checks run in threads of their own.
+    settings.MAILHUB_AUTH_MAX_FAILURES = 0
+    settings.MAILHUB_SERVER_RECIPIENT_CACHE_SECONDS = 0
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def stuck_check(login, password):
+        started.release()
+        release.wait(60)
+
+    monkeypatch.setattr("mailhub.server.auth.authenticate_login", stuck_check)
+    checks = conf.get("SERVER_DB_THREADS") * 2
+    with ThreadPoolExecutor(checks) as pool:
+        attempts = [pool.submit(auth_from, mail_listeners, None, "alice", "wrong") for _ in range(checks)]
+        assert started.acquire(timeout=30)
+        try:
+            with mail_listeners.smtp("mx", timeout=20) as client:
+                rejected_recipients = client.sendmail("x@remote.test", ["bob@local.test"], message_text("x@remote.test", "bob@local.test"))
+            still_waiting = not any(attempt.done() for attempt in attempts)
+        finally:
+            release.set()
+        codes = [attempt.result(timeout=60) for attempt in attempts]
+
+    assert rejected_recipients == {}
+    assert still_waiting
+    assert set(codes) == {535}

@@ -206,6 +206,19 @@ def test_certificate_replaced_without_restart(mail_listeners, tmp_path):
     assert "Verify return code: 0 (ok)" in second.stdout
 
 
+def test_certificate_without_its_key_keeps_the_old_pair(mail_listeners, caplog):
+    # A renewal that has written the new certificate but not yet its key.
+    caplog.set_level(logging.INFO)
+    replacement = mail_listeners.ca.issue_cert("mailhub.test", "127.0.0.1", common_name="half.mailhub.test")
+    replacement.cert_chain_pems[0].write_to_path(mail_listeners.certfile)
+
+    with mail_listeners.smtp("submissions") as client:
+        code, _ = client.ehlo()
+
+    assert code == 250
+    assert any("not reloaded, serving the previous one" in record.getMessage() for record in caplog.records)
+
+
 def abort_handshakes(mail_listeners):
     """Start TLS handshakes on the implicit-TLS port that never complete, in four ways."""
     address = (mail_listeners.host, mail_listeners.submissions_port)

@@ -1,6 +1,7 @@
 """Every listener limit, hit on purpose: each gets its reply code and stores nothing."""
 import base64
 import logging
+import os
 import socket
 import time
 
@@ -8,6 +9,7 @@ import pytest
 
 from mailhub.models import Message
 
+from ..support.waiting import wait_for
 from .conftest import PASSWORD, RawClient, message_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -277,4 +279,34 @@ def test_disconnect_before_final_dot_stores_nothing(mail_listeners, directory, r
     assert client.read_reply()[0] in (None, 421)
     time.sleep(0.3)
 
+    assert Message.objects.count() == 0
+
+
+def open_descriptors():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc")
+def test_connections_closed_at_once_release_their_sockets(mail_listeners, settings):
+    # uvloop may report the client's EOF before the session's command loop has started.
+    settings.MAILHUB_SERVER_COMMAND_TIMEOUT = 300
+    before = open_descriptors()
+    for _ in range(50):
+        socket.create_connection((mail_listeners.host, mail_listeners.mx_port), timeout=10).close()
+
+    wait_for(lambda: open_descriptors() <= before, timeout=20, describe="the server to close its side of 50 connections")
+
+    assert mail_listeners.thread.connection_limiter.total == 0
+
+
+def test_message_after_stop_gets_421(mail_listeners, directory, raw_client):
+    client = raw_client("mx")
+    start_transaction(client)
+    client.command("DATA")
+    mail_listeners.thread.committer.stop_accepting()
+    reply = client.command(message_text("x@remote.test", "bob@local.test") + b".\r\n")
+
+    assert reply[0] == 421
+    assert "4.3.2" in reply[1][0]
+    assert client.read_reply() == (None, [])
     assert Message.objects.count() == 0
