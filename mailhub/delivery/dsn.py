@@ -17,6 +17,7 @@ from django.utils import timezone
 from .. import conf, headers, spool
 from ..models import DeliveryAttempt, Recipient
 from . import retry
+from .xtext import escape_non_ascii, typed_address
 
 logger = logging.getLogger(__name__)
 
@@ -184,9 +185,9 @@ def per_recipient_fields(recipient, action):
     fields = Message(policy=email.policy.SMTP)
     if recipient.original_recipient:
         fields["Original-Recipient"] = single_line(original_recipient_field(recipient.original_recipient))
-    # TODO: a non-ASCII address should use the "utf-8" address type of RFC 6533; the
-    # email package writes it as an encoded word instead.
-    fields["Final-Recipient"] = f"rfc822; {single_line(recipient.address)}"
+    # message/delivery-status is 7-bit, so a non-ASCII address goes in RFC 6533's
+    # utf-8 address type, escaped, instead of as an encoded word.
+    fields["Final-Recipient"] = typed_address(single_line(recipient.address))
     fields["Action"] = action
     fields["Status"] = status_code(recipient, action)
     if recipient.remote_host and recipient.remote_host != "local":
@@ -203,11 +204,20 @@ def per_recipient_fields(recipient, action):
 
 
 def original_recipient_field(value):
-    """Return ORCPT as stored from RCPT (``rfc822;addr``) in the ``type; address`` form of RFC 3464."""
+    """Return ORCPT as stored from RCPT (``rfc822;addr``) in the ``type; address`` form of RFC 3464.
+
+    A non-ASCII address takes the utf-8 address type of RFC 6533, in its 7-bit form.
+    """
     address_type, separator, address = value.partition(";")
     if not separator:
-        return f"rfc822; {value}"
-    return f"{address_type.strip()}; {address.strip()}"
+        return typed_address(value)
+    address_type, address = address_type.strip(), address.strip()
+    if address.isascii():
+        return f"{address_type}; {address}"
+    if address_type.lower() == "utf-8":
+        # Already utf-8-addr-unitext, whose special characters are escaped.
+        return f"utf-8; {escape_non_ascii(address)}"
+    return typed_address(address)
 
 
 def status_code(recipient, action):

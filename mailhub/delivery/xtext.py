@@ -42,3 +42,31 @@ def decode_xtext(value):
             decoded.extend(value[index].encode("utf-8"))
             index += 1
     return decoded.decode("utf-8", "replace")
+
+
+def encode_utf8_addr_xtext(address):
+    """Return ``address`` in RFC 6533's utf-8-addr-xtext form, which is 7-bit.
+
+    Printable ASCII other than "+", "=" and "\\" stays as it is. Every other character
+    becomes "\\x{HEX}", its code point in upper-case hex with at least two digits.
+    """
+    encoded = []
+    for character in address:
+        code_point = ord(character)
+        if 0x21 <= code_point <= 0x7E and character not in "+=\\":
+            encoded.append(character)
+        else:
+            encoded.append(f"\\x{{{code_point:02X}}}")
+    return "".join(encoded)
+
+
+def escape_non_ascii(value):
+    """Return a utf-8-addr-unitext value in utf-8-addr-xtext form: only its non-ASCII characters are escaped."""
+    return "".join(character if character.isascii() else f"\\x{{{ord(character):02X}}}" for character in value)
+
+
+def typed_address(address):
+    """Return a DSN address field value: "rfc822; address", or "utf-8; ..." for a non-ASCII address (RFC 6533)."""
+    if address.isascii():
+        return f"rfc822; {address}"
+    return f"utf-8; {encode_utf8_addr_xtext(address)}"

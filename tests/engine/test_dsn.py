@@ -6,6 +6,7 @@ import pytest
 
 from mailhub import spool
 from mailhub.delivery import dsn
+from mailhub.delivery.xtext import typed_address
 from mailhub.models import Message, Recipient
 
 ORIGINAL = (
@@ -201,3 +202,34 @@ def test_hostile_reply_text_stays_one_field():
 )
 def test_remote_mta_name_drops_address_and_port(recorded, expected):
     assert dsn.remote_mta_name(recorded) == expected
+
+
+@pytest.mark.django_db
+def test_non_ascii_recipient_uses_utf8_address_type():
+    recipient = spool.EnvelopeRecipient(
+        "müller@bücher.test", notify="FAILURE", original_recipient="utf-8;m\\x{FC}ller+ö@bücher.test"
+    )
+    message = spool_original(recipients=[recipient], smtputf8=True)
+    bounce(message.recipients.get())
+
+    sent = dsn.report(message, dsn.FAILED, Recipient.objects.filter(status="bounced"))
+
+    status_part = list(parse(sent).iter_parts())[1]
+    per_recipient = status_blocks(parse(sent))[1]
+    assert per_recipient["Final-Recipient"] == "utf-8; m\\x{FC}ller@b\\x{FC}cher.test"
+    assert per_recipient["Original-Recipient"] == "utf-8; m\\x{FC}ller+\\x{F6}@b\\x{FC}cher.test"
+    assert status_part.as_bytes().isascii()
+    assert b"=?utf-8?" not in status_part.as_bytes()
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("bob@remote.test", "rfc822; bob@remote.test"),
+        ("é@x.test", "utf-8; \\x{E9}@x.test"),
+        ("a+b=c\\d é@x.test", "utf-8; a\\x{2B}b\\x{3D}c\\x{5C}d\\x{20}\\x{E9}@x.test"),
+        ("😀@x.test", "utf-8; \\x{1F600}@x.test"),
+    ],
+)
+def test_typed_address_escapes_for_7bit(address, expected):
+    assert typed_address(address) == expected
