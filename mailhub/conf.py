@@ -86,7 +86,7 @@ DEFAULTS = {
     # accepted up to this bound and a line past it rejects the message with 554 5.6.0.
     "MAX_LINE_LENGTH": 64 * 1024,
     # The listeners' event loop: "auto" takes uvloop where it is installed, else asyncio's
-    # own; "uvloop" or "asyncio" asks for one.
+    # own; "uvloop" or "asyncio" requests that loop.
     "SERVER_EVENT_LOOP": "auto",
     # Threads that run the listeners' database calls, so the event loop does not block on the
     # DB: recipient look-ups, and the group commits on SQLite (PostgreSQL's go from the loop).
@@ -111,9 +111,10 @@ DEFAULTS = {
     # Failed AUTH. Per client address, at most MAX_FAILURES password checks may be in flight
     # or have failed within WINDOW seconds; past that AUTH gets 421 4.7.0, and each failure
     # reply first waits DELAY seconds, doubled per recent failure up to MAX_DELAY. Per user
-    # name, recent failures only delay every check of that name the same way (also up to
-    # MAX_DELAY) and never block it, so nobody can lock a user out from other addresses.
-    # 0 for MAX_FAILURES turns the per-address limit off.
+    # name, recent failures delay every check of that name the same way (also up to
+    # MAX_DELAY). Past MAX_FAILURES of a name, a wrong password for it also ends its session
+    # with 421, but the name is never blocked: its correct password is still accepted, so
+    # failures from other addresses cannot lock a user out. 0 for MAX_FAILURES turns both off.
     "AUTH_MAX_FAILURES": 5,
     "AUTH_FAILURE_WINDOW": 900,
     "AUTH_FAILURE_DELAY": 1.0,

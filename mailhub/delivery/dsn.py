@@ -194,7 +194,8 @@ def per_recipient_fields(recipient, action):
         fields["Remote-MTA"] = f"dns; {single_line(remote_mta_name(recipient.remote_host))}"
     diagnostic = diagnostic_code(recipient)
     if diagnostic:
-        fields["Diagnostic-Code"] = diagnostic
+        # Also 7-bit: a remote reply may quote a non-ASCII address (SMTPUTF8).
+        fields["Diagnostic-Code"] = escape_non_ascii(diagnostic)
     last_attempt = recipient.finished_at or recipient.updated_at
     if last_attempt:
         fields["Last-Attempt-Date"] = email.utils.format_datetime(last_attempt)

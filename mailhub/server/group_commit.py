@@ -113,7 +113,8 @@ class GroupCommitter:
         await asyncio.sleep(DRAIN_POLL_SECONDS)
         if self.waiting or self.flushers:
             logger.warning(
-                "%d messages still being stored after %.1f s; their sessions end without a reply",
+                "%d messages not stored within %.1f s; their sessions end without a reply, and a group "
+                "being committed may still be stored, so its clients will send those messages again",
                 len(self.waiting) + self.committing,
                 loop.time() - started,
             )

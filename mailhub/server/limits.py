@@ -49,10 +49,11 @@ class AuthThrottle:
     place back and a failure keeps it until the window moves on. Past the limit the
     session is closed with 421 4.7.0, and each failure waits a growing delay first.
 
-    Per user name, failures only add a growing delay before every check of that name,
-    the correct password included, up to AUTH_FAILURE_MAX_DELAY. They never block the
-    name, so failures from other addresses cannot lock a user out. A correct password
-    is never counted as a failure.
+    Per user name, failures add a growing delay before every check of that name, the
+    correct password included, up to AUTH_FAILURE_MAX_DELAY. Past AUTH_MAX_FAILURES a
+    wrong password for the name also gets 421, but the name is never blocked, so failures
+    from other addresses cannot lock a user out. A correct password is never counted as a
+    failure.
 
     The state depends only on the attempts seen, never on whether the user exists, so a
     wrong password and an unknown user get the same reply after the same delay.

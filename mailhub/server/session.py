@@ -240,11 +240,19 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
 
     async def run_session(self):
         self.client.address = self.peer_address
+        if not self.client.address:
+            # uvloop has no peer name for a connection reset before this first step, and an
+            # empty address would count every such connection against one client.
+            self.transport.close()
+            raise SessionClosed("connection reset before the greeting")
         if conf.get("PROXY_PROTOCOL"):
             await self.read_proxy_header()
 
         if not self.listener.connection_limiter.acquire(self.client.address):
             logger.warning("client=%s rejected: too many connections", self.client.address)
+            if self.listener.implicit_tls:
+                # A client of the implicit-TLS port can read the reply only over TLS.
+                await self.start_tls()
             await self.close_with(replies.TOO_MANY_CONNECTIONS)
         self.counted_connection = True
 
@@ -489,7 +497,7 @@ class MailhubSMTP(AuthCommands, TransactionCommands, SMTP):
 
         # A connection closed during the handshake may end it without an error.
         if transport is None or transport.is_closing():
-            logger.info("client=%s closed the connection during the TLS handshake", self.client.address)
+            logger.info("client=%s closed the connection during or right after the TLS handshake", self.client.address)
             plain_transport.close()
             raise SessionClosed("connection closed during the TLS handshake")
         self.use_tls_transport(plain_transport, transport)

@@ -222,6 +222,16 @@ def test_non_ascii_recipient_uses_utf8_address_type():
     assert b"=?utf-8?" not in status_part.as_bytes()
 
 
+@pytest.mark.django_db
+def test_non_ascii_reply_stays_7bit_in_diagnostic_code():
+    message = spool_original()
+    bounce(message.recipients.get(), text="<jürgen@remote.test>: no such user")
+
+    per_recipient = status_blocks(parse(dsn.report(message, dsn.FAILED, Recipient.objects.filter(status="bounced"))))[1]
+
+    assert per_recipient["Diagnostic-Code"] == "smtp; 550 5.1.1 <j\\x{FC}rgen@remote.test>: no such user"
+
+
 @pytest.mark.parametrize(
     ("address", "expected"),
     [

@@ -2,6 +2,7 @@
 import base64
 import logging
 import os
+import smtplib
 import socket
 import time
 
@@ -310,3 +311,14 @@ def test_message_after_stop_gets_421(mail_listeners, directory, raw_client):
     assert "4.3.2" in reply[1][0]
     assert client.read_reply() == (None, [])
     assert Message.objects.count() == 0
+
+
+def test_implicit_tls_connection_limit_reply(mail_listeners, settings):
+    settings.MAILHUB_MAX_CONNECTIONS_PER_CLIENT = 1
+    with mail_listeners.smtp("submissions") as first:
+        first.ehlo()
+        with pytest.raises(smtplib.SMTPConnectError) as rejected:
+            mail_listeners.smtp("submissions")
+
+    assert rejected.value.smtp_code == 421
+    assert b"4.7.0" in rejected.value.smtp_error
