@@ -10,7 +10,9 @@ from .. import conf
 
 logger = logging.getLogger(__name__)
 
-STOP_TIMEOUT = 30
+# A warm shutdown lets each running delivery task finish its drain, which claims more due
+# mail for DELIVERY_DRAIN_SECONDS, and then the destination it is sending to.
+STOP_MARGIN_SECONDS = 30
 # A worker that keeps crashing at start (a bad broker URL, say) is restarted with a
 # growing delay, so the log shows the error without a restart loop that eats a core.
 FIRST_RESTART_DELAY = 1.0
@@ -74,10 +76,11 @@ class WorkerProcess:
             logger.warning("the Celery worker had already exited with status %s", self.process.returncode)
             return
         self.process.terminate()
+        stop_timeout = conf.get("DELIVERY_DRAIN_SECONDS") + STOP_MARGIN_SECONDS
         try:
-            self.process.wait(STOP_TIMEOUT)
+            self.process.wait(stop_timeout)
         except subprocess.TimeoutExpired:
-            logger.error("the Celery worker did not stop within %d s; killing it", STOP_TIMEOUT)
+            logger.error("the Celery worker did not stop within %d s; killing it", stop_timeout)
             self.process.kill()
             self.process.wait()
         self.kill_leftovers()
