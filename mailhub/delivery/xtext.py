@@ -50,19 +50,20 @@ def encode_utf8_addr_xtext(address):
     Printable ASCII other than "+", "=" and "\\" stays as it is. Every other character
     becomes "\\x{HEX}", its code point in upper-case hex with at least two digits.
     """
-    encoded = []
-    for character in address:
-        code_point = ord(character)
-        if 0x21 <= code_point <= 0x7E and character not in "+=\\":
-            encoded.append(character)
-        else:
-            encoded.append(f"\\x{{{code_point:02X}}}")
-    return "".join(encoded)
+    return "".join(
+        character if "!" <= character <= "~" and character not in "+=\\" else embedded_unicode_char(character)
+        for character in address
+    )
 
 
 def escape_non_ascii(value):
     """Return a utf-8-addr-unitext value in utf-8-addr-xtext form: only its non-ASCII characters are escaped."""
-    return "".join(character if character.isascii() else f"\\x{{{ord(character):02X}}}" for character in value)
+    return "".join(character if character.isascii() else embedded_unicode_char(character) for character in value)
+
+
+def embedded_unicode_char(character):
+    """Return RFC 6533's escape of one character: "\\x{HEX}", upper-case, at least two digits."""
+    return f"\\x{{{ord(character):02X}}}"
 
 
 def typed_address(address):

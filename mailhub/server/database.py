@@ -37,6 +37,12 @@ class ThreadPool:
                 self.pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=self.thread_name_prefix)
             return self.pool
 
+    async def run(self, func, *args, **kwargs):
+        """Run ``func`` in a pool thread and return its result; a database error closes that thread's connections."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(call_in_pool_thread, func, args, kwargs)
+        return await loop.run_in_executor(self.executor(), call)
+
     def shutdown(self):
         """Close every thread's connections and stop the pool; the next call starts a new one."""
         with self.lock:
@@ -69,16 +75,8 @@ def call_in_pool_thread(func, args, kwargs):
         raise
 
 
-async def run_in_db_thread(func, *args, **kwargs):
-    loop = asyncio.get_running_loop()
-    call = functools.partial(call_in_pool_thread, func, args, kwargs)
-    return await loop.run_in_executor(DATABASE_THREADS.executor(), call)
-
-
-async def run_in_auth_thread(func, *args, **kwargs):
-    loop = asyncio.get_running_loop()
-    call = functools.partial(call_in_pool_thread, func, args, kwargs)
-    return await loop.run_in_executor(AUTH_THREADS.executor(), call)
+run_in_db_thread = DATABASE_THREADS.run
+run_in_auth_thread = AUTH_THREADS.run
 
 
 def close_thread_connections(barrier):
